@@ -1,0 +1,193 @@
+"""The `sealbench` command line.
+
+    sealbench run --task seal_squad_nocontext --contender base passage self-notes --n-passages 10
+    sealbench grade --in rows.jsonl --out verdicts.jsonl [--grader match]
+    sealbench list
+
+Errors a user can fix (bad data, bad config, unknown names) print one line and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+KNOWLEDGE_TASK = "seal_squad_nocontext"
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run contenders on a task and write reports/<run-id>/",
+                       description="Run contenders on a task. The run folder is named after the config: "
+                                   "the same command resumes (finished units are reused); a changed "
+                                   "config gets a new folder.")
+    p.add_argument("--task", default=KNOWLEDGE_TASK, help="task name (default: %(default)s)")
+    p.add_argument("--contender", nargs="+", default=["base", "passage"], metavar="NAME",
+                   help="contenders by name (baselines/*.yaml) or path to a contender YAML")
+    p.add_argument("--n-passages", type=int, default=10, help="first N of SEAL's 200 evaluation passages")
+    p.add_argument("--model", default="embedded",
+                   help="'embedded' (SmolLM2-135M-Instruct), a checkpoint dir, a .gguf file or a hub id")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU) | float32 | bfloat16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None,
+                   help="folder with squad/ (and notes/); default $SEALBENCH_DATA_DIR, else the public datasets")
+    p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--grader", default="match", help="match (default, deterministic) | em | f1 | judge")
+    p.add_argument("--k", type=int, default=None, help="self-edits per passage for note-writing contenders")
+    p.add_argument("--notes-max-tokens", type=int, default=None, help="max new tokens per sampled self-edit")
+    p.add_argument("--max-statements", type=int, default=256, help="self-edits with more lines are invalid")
+    p.add_argument("--epochs", type=int, default=10, help="inner-loop epochs (SEAL: 10)")
+    p.add_argument("--lr", type=float, default=1e-3, help="inner-loop learning rate (SEAL: 1e-3)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="inner-loop batch size; 1 = SEAL's semantics (no padding needed)")
+    p.add_argument("--lora-r", type=int, default=32)
+    p.add_argument("--lora-alpha", type=int, default=64)
+    p.add_argument("--answer-style", default="plain", choices=["plain", "chat", "auto"],
+                   help="answer prompt as SEAL's plain text, or inside the chat template")
+    p.add_argument("--notes-style", default="auto", choices=["plain", "chat", "auto"])
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+
+def cmd_run(args) -> int:
+    import torch
+
+    from .inner_loop import LoRAConfig, TrainConfig
+    from .runner import KnowledgeConfig, KnowledgeRun
+    from .summary import knowledge_table
+
+    if args.task != KNOWLEDGE_TASK:
+        raise UserError(f"unknown task {args.task!r}; available: {KNOWLEDGE_TASK}")
+    if args.n_passages < 1:
+        raise UserError("--n-passages must be at least 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = KnowledgeConfig(
+        task=args.task, contenders=list(dict.fromkeys(args.contender)), model=args.model,
+        n_passages=args.n_passages, seed=args.seed, device=args.device, dtype=args.dtype,
+        answer_style=args.answer_style, notes_style=args.notes_style, grader=args.grader, k=args.k,
+        notes_max_tokens=args.notes_max_tokens, max_statements=args.max_statements,
+        lora=LoRAConfig(r=args.lora_r, alpha=args.lora_alpha),
+        train=TrainConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size))
+    run = KnowledgeRun(config, args.reports_dir, args.data_dir, progress=not args.no_progress)
+    todo = len(run.pending())
+    print(f"run folder: {run.folder.path}  ({todo} of {len(run.plan())} units to do)", file=sys.stderr)
+    summary = run.run()
+    print(knowledge_table(summary))
+    failed = sum(s["n_failed"] for s in summary["contenders"].values())
+    if failed:
+        first = next(e for s in summary["contenders"].values() for e in s["errors"])
+        print(f"{failed} unit(s) failed and were recorded (re-run the same command to retry them); "
+              f"first error: {first}", file=sys.stderr)
+    print(f"written: {run.folder.path}/summary.json", file=sys.stderr)
+    return 0
+
+
+def _add_grade(sub) -> None:
+    p = sub.add_parser("grade", help="grade answers in a JSONL file",
+                       description="Each input row needs question, gold (string or list) and prediction; "
+                                   "output rows add `correct` (bool) and `grader`.")
+    p.add_argument("--in", dest="inp", required=True, help="input JSONL")
+    p.add_argument("--out", required=True, help="output JSONL")
+    p.add_argument("--grader", default="match")
+    p.set_defaults(func=cmd_grade)
+
+
+def cmd_grade(args) -> int:
+    from .grading import get_grader
+
+    grader = get_grader(args.grader)
+    path = Path(args.inp)
+    if not path.exists():
+        raise UserError(f"{path} not found")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{n} is not valid JSON ({err.msg}); fix or remove that line") from None
+        missing = [k for k in ("question", "gold", "prediction") if k not in row]
+        if missing:
+            raise UserError(f"{path}:{n} lacks {', '.join(missing)}; every row needs question, gold, prediction")
+        rows.append(row)
+    out = Path(args.out)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "w") as f:
+        for row in rows:
+            golds = row["gold"] if isinstance(row["gold"], list) else [row["gold"]]
+            row = {**row, "correct": bool(grader.grade(row["question"], golds, row["prediction"] or "")),
+                   "grader": grader.name}
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, out)
+    n_correct = sum(json.loads(l)["correct"] for l in out.read_text().splitlines())
+    print(f"graded {len(rows)} rows with {grader.name}: {n_correct} correct -> {out}", file=sys.stderr)
+    return 0
+
+
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="show tasks, contenders and graders")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(args) -> int:
+    from .contenders import available, load_contender
+    from .grading import GRADERS
+
+    print("tasks:")
+    print(f"  {KNOWLEDGE_TASK:24s} SQuAD questions asked without their passage (SEAL knowledge incorporation)")
+    print("contenders:")
+    for name in available():
+        c = load_contender(name)
+        print(f"  {name:24s} [{c.task}] {c.description}")
+    print("graders:")
+    for name in GRADERS:
+        print(f"  {name}{' (default)' if name == 'match' else ''}")
+    return 0
+
+
+class UserError(Exception):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sealbench",
+        description="Benchmark harness for self-adapting language models (SEAL and baselines).")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_run(sub)
+    _add_grade(sub)
+    _add_list(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from .contenders import ContenderError
+    from .knowledge import DataError
+    from .models import ModelLoadError
+    from .runner import RunError
+
+    user_errors = (UserError, ContenderError, DataError, ModelLoadError, RunError)
+    try:
+        from .grading import GraderError
+        user_errors += (GraderError,)
+    except ImportError:
+        pass
+    try:
+        return args.func(args)
+    except user_errors as err:
+        print(f"sealbench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sealbench: interrupted; finished units are saved, re-run the same command to resume",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

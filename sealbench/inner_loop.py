@@ -1,0 +1,313 @@
+"""The inner loop: train a LoRA adapter on a list of texts, answer with it, reset.
+
+This is the engine every contender and the RL loop spend their time in, so it is built for speed
+without changing SEAL's optimisation semantics (docs/DESIGN.md §5):
+
+* The model is wrapped with a LoRA adapter once. A new edit *resets* the adapter in memory (fresh
+  seeded A, zero B, fresh optimiser); the frozen base weights are never touched, so there is no
+  model reload and no disk round trip between edits.
+* SEAL pads every sequence to 2048 tokens at batch size 1. Padding is masked out of the loss, so it
+  changes nothing but the cost: we keep batch size 1 semantics by default and simply do not pad.
+  With ``batch_size > 1`` sequences are padded only to the longest in their batch (dynamic padding)
+  and the loss is the mean over real tokens (the attention mask decides what is real, because the
+  pad token may equal EOS).
+* Answers are generated in batches with left padding, greedy, stopping at EOS.
+
+Only torch, transformers and peft are imported here (the engine must run on the GPU box).
+"""
+from __future__ import annotations
+
+import math
+import random
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from .models import LoadedModel
+
+ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainingError(RuntimeError):
+    """Training went wrong in a way the item should record (e.g. a NaN loss)."""
+
+
+@dataclass
+class LoRAConfig:
+    r: int = 32
+    alpha: int = 64
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ALL_LINEAR
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = 1e-3
+    epochs: int = 10
+    batch_size: int = 1            # SEAL semantics; >1 = dynamic padding, mean loss over real tokens
+    max_length: int = 2048         # longer sequences are truncated (SEAL's padding length)
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"  # constant | linear | cosine
+    warmup_steps: int = 0
+    max_grad_norm: float | None = None
+
+
+@dataclass
+class TrainStats:
+    n_sequences: int = 0
+    steps: int = 0
+    tokens: int = 0                 # real (non-pad) tokens seen, summed over epochs
+    padded_tokens: int = 0          # tokens actually pushed through the model, pads included
+    first_loss: float = float("nan")
+    last_loss: float = float("nan")
+    epoch_losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak memory of this process so far: CUDA allocator peak on GPU, max RSS on CPU."""
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+class InnerLoop:
+    """One model with one resettable LoRA adapter.
+
+    Typical use::
+
+        loop = InnerLoop(loaded)
+        loop.reset(seed=0)
+        stats = loop.train(["Title\\nsome fact", ...], TrainConfig())
+        answers = loop.generate(prompts)            # with the adapter
+        with loop.base_model():                     # adapter switched off
+            answers = loop.generate(prompts)
+    """
+
+    def __init__(self, loaded: LoadedModel, lora: LoRAConfig | None = None):
+        from peft import LoraConfig, get_peft_model
+
+        self.loaded = loaded
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.lora = lora or LoRAConfig()
+        peft_config = LoraConfig(r=self.lora.r, lora_alpha=self.lora.alpha,
+                                 lora_dropout=self.lora.dropout,
+                                 target_modules=list(self.lora.target_modules), bias="none",
+                                 task_type="CAUSAL_LM")
+        self.model = get_peft_model(loaded.model, peft_config)
+        self.model.eval()
+        self._lora_layers = [m for m in self.model.modules()
+                             if hasattr(m, "reset_lora_parameters") and "default" in getattr(m, "lora_A", {})]
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ adapter state
+    @torch.no_grad()
+    def reset(self, seed: int) -> None:
+        """Fresh adapter: A re-drawn from a seeded RNG (PEFT's init), B zero => adapter is a no-op."""
+        gen_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        for layer in self._lora_layers:
+            layer.reset_lora_parameters("default", True)
+        torch.random.set_rng_state(gen_state)
+
+    @contextmanager
+    def base_model(self):
+        """Run the frozen base model (adapter switched off) inside this block."""
+        with self.model.disable_adapter():
+            yield
+
+    @torch.no_grad()
+    def merge_into_base(self) -> None:
+        """Fold the current adapter into the base weights (continual-learning protocol), then reset it."""
+        for layer in self._lora_layers:
+            layer.merge(adapter_names=["default"])
+            layer.merged_adapters = []  # the weights now *are* the base; keep the adapter unmerged-able
+        for layer in self._lora_layers:
+            layer.lora_B["default"].weight.zero_()
+
+    def adapter_state(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_adapter_state(self, state: dict[str, torch.Tensor]) -> None:
+        params = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for n, t in state.items():
+                params[n].copy_(t)
+
+    # ------------------------------------------------------------------ training
+    def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+        eos = self.tokenizer.eos_token_id
+        out = []
+        for text in texts:
+            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"][: max_length - 1]
+            out.append(ids + [eos])  # EOS teaches the model where a fact ends
+        return out
+
+    def _batch(self, seqs: list[list[int]]):
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(seqs), width), dtype=torch.long)
+        for i, s in enumerate(seqs):
+            input_ids[i, : len(s)] = torch.tensor(s)
+            attention[i, : len(s)] = 1
+        # Loss positions come from the attention mask, never from comparing ids with pad_token_id:
+        # pad == EOS here and the real EOS at the end of each sequence must stay in the loss.
+        labels = input_ids.masked_fill(attention == 0, -100)
+        return input_ids.to(self.device), attention.to(self.device), labels.to(self.device)
+
+    def train(self, texts: list[str], cfg: TrainConfig, seed: int = 0, progress=None) -> TrainStats:
+        """Train the current adapter on `texts` (call `reset` first for a fresh edit)."""
+        if not texts:
+            raise TrainingError("nothing to train on: the edit produced no training sequences")
+        seqs = self._encode(texts, cfg.max_length)
+        order_rng = random.Random(seed)
+        steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
+        total_steps = steps_per_epoch * cfg.epochs
+        optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        schedule = _lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total_steps)
+        stats = TrainStats(n_sequences=len(seqs))
+        _sync(self.device)
+        start = time.perf_counter()
+        self.model.train()
+        grad_mode = torch.is_grad_enabled()
+        torch.set_grad_enabled(True)  # callers may sit inside torch.no_grad()
+        try:
+            for epoch in range(cfg.epochs):
+                order = list(range(len(seqs)))
+                order_rng.shuffle(order)
+                epoch_loss, epoch_batches = 0.0, 0
+                for b in range(0, len(order), cfg.batch_size):
+                    batch = [seqs[i] for i in order[b: b + cfg.batch_size]]
+                    input_ids, attention, labels = self._batch(batch)
+                    for group in optimizer.param_groups:
+                        group["lr"] = cfg.learning_rate * schedule(stats.steps)
+                    loss = self.model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+                    if not torch.isfinite(loss):
+                        raise TrainingError(
+                            f"loss became {loss.item()} at step {stats.steps} (epoch {epoch}); "
+                            "lower the learning rate or check the training texts")
+                    loss.backward()
+                    if cfg.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    value = loss.item()
+                    if stats.steps == 0:
+                        stats.first_loss = value
+                    stats.last_loss = value
+                    stats.steps += 1
+                    stats.tokens += int(attention.sum())
+                    stats.padded_tokens += attention.numel()
+                    epoch_loss += value
+                    epoch_batches += 1
+                    if progress:
+                        progress(stats.steps, total_steps)
+                stats.epoch_losses.append(epoch_loss / max(epoch_batches, 1))
+        finally:
+            torch.set_grad_enabled(grad_mode)
+            self.model.eval()
+            optimizer.zero_grad(set_to_none=True)
+        _sync(self.device)
+        stats.seconds = time.perf_counter() - start
+        return stats
+
+    @torch.no_grad()
+    def loss_on(self, texts: list[str], max_length: int = 2048) -> float:
+        """Mean token loss of the current model on `texts` (one at a time, no padding)."""
+        total, count = 0.0, 0
+        for ids in self._encode(texts, max_length):
+            t = torch.tensor([ids], device=self.device)
+            loss = self.model(input_ids=t, labels=t).loss
+            total += loss.item() * (len(ids) - 1)
+            count += len(ids) - 1
+        return total / max(count, 1)
+
+    # ------------------------------------------------------------------ generation
+    @torch.no_grad()
+    def generate(self, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16,
+                 do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                 seed: int | None = None) -> list[str]:
+        """Complete each prompt (already formatted). Greedy by default; batched with left padding."""
+        if not prompts:
+            return []
+        tok = self.tokenizer
+        old_side = tok.padding_side
+        tok.padding_side = "left"
+        outputs: list[str] = [""] * len(prompts)
+        # Longest prompts first so batches hold similar lengths (less padding); results go back
+        # to their original positions.
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+        rng = torch.Generator(device="cpu")
+        if seed is not None:
+            rng.manual_seed(seed)
+        try:
+            for b in range(0, len(order), batch_size):
+                idx = order[b: b + batch_size]
+                enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                          add_special_tokens=False).to(self.device)
+                kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
+                              eos_token_id=tok.eos_token_id)
+                if do_sample:
+                    # One seed per batch drawn from the run's generator: reproducible sampling
+                    # that does not depend on what ran before in this process.
+                    torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=rng)))
+                    kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+                else:
+                    kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+                out = self.model.generate(**enc, **kwargs)
+                new = out[:, enc["input_ids"].shape[1]:]
+                for j, i in enumerate(idx):
+                    outputs[i] = tok.decode(new[j], skip_special_tokens=True).strip()
+        finally:
+            tok.padding_side = old_side
+        return outputs
+
+
+def _lr_lambda(kind: str, warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        if kind == "constant":
+            return 1.0
+        if kind == "linear":
+            return max(0.0, 1.0 - progress)
+        if kind == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        raise ValueError(f"unknown lr_schedule {kind!r}; use constant, linear or cosine")
+    return factor
+
+
+def format_prompt(tokenizer, text: str, style: str = "auto") -> str:
+    """Wrap a prompt for the model: `chat` uses the tokenizer's chat template, `plain` leaves it raw.
+
+    `auto` picks chat when the tokenizer has a template (instruct models answer far more sensibly
+    inside it). The choice is recorded in every run's config.
+    """
+    if style == "auto":
+        style = "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    if style == "plain":
+        return text
+    if style == "chat":
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
+                                             add_generation_prompt=True)
+    raise ValueError(f"unknown prompt style {style!r}; use auto, chat or plain")
+
+
+def resolve_prompt_style(tokenizer, style: str) -> str:
+    if style == "auto":
+        return "chat" if getattr(tokenizer, "chat_template", None) else "plain"
+    return style
