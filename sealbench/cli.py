@@ -47,15 +47,15 @@ def _add_run(sub) -> None:
     p.add_argument("--answer-style", default="plain", choices=["plain", "chat", "auto"],
                    help="answer prompt as SEAL's plain text, or inside the chat template")
     p.add_argument("--notes-style", default="auto", choices=["plain", "chat", "auto"])
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", default="auto",
+                   help="torch CPU threads; auto = all cores when the machine is idle, fewer when busy")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
 
 def cmd_run(args) -> int:
-    import torch
-
     from .inner_loop import LoRAConfig, TrainConfig
+    from .models import set_threads
     from .runner import KnowledgeConfig, KnowledgeRun
     from .summary import knowledge_table
 
@@ -63,8 +63,7 @@ def cmd_run(args) -> int:
         raise UserError(f"unknown task {args.task!r}; available: {KNOWLEDGE_TASK}")
     if args.n_passages < 1:
         raise UserError("--n-passages must be at least 1")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = set_threads(args.threads)
     config = KnowledgeConfig(
         task=args.task, contenders=list(dict.fromkeys(args.contender)), model=args.model,
         n_passages=args.n_passages, seed=args.seed, device=args.device, dtype=args.dtype,
@@ -74,7 +73,8 @@ def cmd_run(args) -> int:
         train=TrainConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size))
     run = KnowledgeRun(config, args.reports_dir, args.data_dir, progress=not args.no_progress)
     todo = len(run.pending())
-    print(f"run folder: {run.folder.path}  ({todo} of {len(run.plan())} units to do)", file=sys.stderr)
+    print(f"run folder: {run.folder.path}  ({todo} of {len(run.plan())} units to do; "
+          f"{threads} torch thread(s))", file=sys.stderr)
     summary = run.run()
     print(knowledge_table(summary))
     failed = sum(s["n_failed"] for s in summary["contenders"].values())

@@ -106,7 +106,15 @@ class InnerLoop:
                                  lora_dropout=self.lora.dropout,
                                  target_modules=list(self.lora.target_modules), bias="none",
                                  task_type="CAUSAL_LM")
-        self.model = get_peft_model(loaded.model, peft_config)
+        # One LoRA wrapper per loaded model: a second InnerLoop on the same weights reuses it
+        # (same config) or unwraps it first, so adapters never nest.
+        previous = getattr(loaded, "_peft", None)
+        if previous is not None and previous[0] == self.lora:
+            self.model = previous[1]
+        else:
+            base = previous[1].unload() if previous is not None else loaded.model
+            self.model = get_peft_model(base, peft_config)
+            loaded._peft = (self.lora, self.model)
         self.model.eval()
         self._lora_layers = [m for m in self.model.modules()
                              if hasattr(m, "reset_lora_parameters") and "default" in getattr(m, "lora_A", {})]
