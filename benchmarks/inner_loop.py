@@ -85,6 +85,7 @@ def parse_args(argv=None):
     ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/inner_loop_<device>_<date>.json)")
     ap.add_argument("--export-subset", default=None, metavar="DIR",
                     help="write the first --n-edits eval passages and their notes to DIR (for the GPU box) and exit")
+    ap.add_argument("--show", default=None, metavar="JSON", help="print the table of a saved result and exit")
     return ap.parse_args(argv)
 
 
@@ -382,9 +383,47 @@ def versions() -> dict:
     return v
 
 
+def print_table(result: dict) -> None:
+    """The human-readable summary of a result dict (also for a saved JSON: --show FILE)."""
+    summary, comparisons, base_acc = result["summary"], result["comparisons"], result["base_model_accuracy"]
+    variants, grade_name = list(summary), result["grader"]
+    rows = [("style", "s/edit", "train", "save+reload", "answer", "setup", "steps", "real tok",
+             "padded tok", "peak MB", "acc (k/n)", "last loss", "speedup")]
+    for v in variants:
+        s = summary[v]
+        b = s["breakdown_median"]
+        sp = comparisons.get(v, {}).get("speedup_vs_seal")
+        rows.append((v, f"{s['seconds_per_edit_median']:.2f}", f"{b['train']:.2f}", f"{b['save_reload']:.2f}",
+                     f"{b['answer']:.2f}", f"{b['setup']:.3f}", f"{s['steps_per_edit']:g}",
+                     f"{s['real_tokens_per_edit']:g}", f"{s['padded_tokens_per_edit']:g}",
+                     f"{s['peak_memory_mb']:.0f}", f"{s['accuracy']:.3f} ({s['correct']}/{s['n_questions']})",
+                     f"{s['last_loss_median']:.4f}", "1.00x" if v == "seal" else (f"{sp:.2f}x" if sp else "-")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    print(f"{result['device_name']} | {result['date']} | torch threads {result['torch_threads']} | "
+          f"loadavg {tuple(round(x, 2) for x in result['loadavg_end'])} | target >= {result['target_speedup']:g}x")
+    for i, r in enumerate(rows):
+        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    for v, c in comparisons.items():
+        print(f"{v}: {c['speedup_vs_seal']:.2f}x vs SEAL-style; accuracy diff {c['accuracy_difference']:+.3f} "
+              f"on n={c['n_questions']} (discordant {c['discordant_seal_only']}/{c['discordant_engine_only']}, "
+              f"McNemar p={c['mcnemar_exact_p']:.2f}); identical answers {c['identical_answers']:.0%}; "
+              f"max |last-loss diff| {c['max_abs_last_loss_difference']:.4f}")
+    if base_acc:
+        print(f"unadapted base: {base_acc['accuracy']:.3f} ({base_acc['correct']}/{base_acc['n_questions']})")
+    print(f"grader: {grade_name}")
+    if not result.get("complete", True):
+        print(f"INCOMPLETE run: {len(result['edits'])} of {result['config']['n_edits']} edits finished")
+
+
 # ----------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.show:
+        print_table(json.loads(Path(args.show).read_text()))
+        return 0
     if args.export_subset:
         export_subset(args)
         return 0
@@ -498,7 +537,7 @@ def main(argv=None) -> int:
             "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
             "versions": versions(),
             "model": loaded.describe(),
-            "config": {k: v for k, v in vars(args).items() if k != "export_subset"} | {
+            "config": {k: v for k, v in vars(args).items() if k not in ("export_subset", "show")} | {
                 "prompt_style": prompt_style, "notes_file": notes_path, "notes": "first completion + raw passage",
                 "lora": {"r": 32, "alpha": 64, "dropout": 0.0, "target_modules": list(ALL_LINEAR)},
                 "optimizer": "AdamW(weight_decay=0), constant lr", "generation": "greedy",
@@ -561,35 +600,7 @@ def main(argv=None) -> int:
     result, summary, comparisons, base_acc = build_result(per_edit, True)
     out.write_text(json.dumps(result, indent=1))
 
-    # ------------------------------------------------------------------ table
-    rows = [("style", "s/edit", "train", "save+reload", "answer", "setup", "steps", "real tok",
-             "padded tok", "peak MB", "acc (k/n)", "last loss", "speedup")]
-    for v in variants:
-        s = summary[v]
-        b = s["breakdown_median"]
-        sp = comparisons.get(v, {}).get("speedup_vs_seal")
-        rows.append((v, f"{s['seconds_per_edit_median']:.2f}", f"{b['train']:.2f}", f"{b['save_reload']:.2f}",
-                     f"{b['answer']:.2f}", f"{b['setup']:.3f}", f"{s['steps_per_edit']:g}",
-                     f"{s['real_tokens_per_edit']:g}", f"{s['padded_tokens_per_edit']:g}",
-                     f"{s['peak_memory_mb']:.0f}", f"{s['accuracy']:.3f} ({s['correct']}/{s['n_questions']})",
-                     f"{s['last_loss_median']:.4f}", "1.00x" if v == "seal" else (f"{sp:.2f}x" if sp else "-")))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print()
-    print(f"{result['device_name']} | {result['date']} | torch threads {result['torch_threads']} | "
-          f"loadavg {tuple(round(x, 2) for x in result['loadavg_end'])} | target >= {result['target_speedup']:g}x")
-    for i, r in enumerate(rows):
-        print("  ".join(c.rjust(w) for c, w in zip(r, widths)))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
-    for v, c in comparisons.items():
-        print(f"{v}: {c['speedup_vs_seal']:.2f}x vs SEAL-style; accuracy diff {c['accuracy_difference']:+.3f} "
-              f"on n={c['n_questions']} (discordant {c['discordant_seal_only']}/{c['discordant_engine_only']}, "
-              f"McNemar p={c['mcnemar_exact_p']:.2f}); identical answers {c['identical_answers']:.0%}; "
-              f"max |last-loss diff| {c['max_abs_last_loss_difference']:.4f}")
-    if base_acc:
-        print(f"unadapted base: {base_acc['accuracy']:.3f} ({base_acc['correct']}/{base_acc['n_questions']})")
-    print(f"grader: {grade_name}")
-
+    print_table(result)
     print(f"wrote {out}")
     return 0
 

@@ -38,6 +38,9 @@ def _add_run(sub) -> None:
     p.add_argument("--k", type=int, default=None, help="self-edits per passage for note-writing contenders")
     p.add_argument("--notes-max-tokens", type=int, default=None, help="max new tokens per sampled self-edit")
     p.add_argument("--max-statements", type=int, default=256, help="self-edits with more lines are invalid")
+    p.add_argument("--seal-preset", default=None,
+                   help="RL preset for the seal contender's policy: tiny | cpu | paper | path.yaml "
+                        "(default: the one in baselines/seal.yaml)")
     p.add_argument("--epochs", type=int, default=10, help="inner-loop epochs (SEAL: 10)")
     p.add_argument("--lr", type=float, default=1e-3, help="inner-loop learning rate (SEAL: 1e-3)")
     p.add_argument("--batch-size", type=int, default=1,
@@ -69,6 +72,7 @@ def cmd_run(args) -> int:
         n_passages=args.n_passages, seed=args.seed, device=args.device, dtype=args.dtype,
         answer_style=args.answer_style, notes_style=args.notes_style, grader=args.grader, k=args.k,
         notes_max_tokens=args.notes_max_tokens, max_statements=args.max_statements,
+        seal_preset=args.seal_preset,
         lora=LoRAConfig(r=args.lora_r, alpha=args.lora_alpha),
         train=TrainConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size))
     run = KnowledgeRun(config, args.reports_dir, args.data_dir, progress=not args.no_progress)
@@ -83,6 +87,47 @@ def cmd_run(args) -> int:
         print(f"{failed} unit(s) failed and were recorded (re-run the same command to retry them); "
               f"first error: {first}", file=sys.stderr)
     print(f"written: {run.folder.path}/summary.json", file=sys.stderr)
+    return 0
+
+
+def _add_train_seal(sub) -> None:
+    p = sub.add_parser("train-seal", help="run only SEAL's RL loop (ReST-EM) and cache the policy",
+                       description="Train the SEAL policy on the RL passage pool. Resumable: the same "
+                                   "command continues at the unit it stopped in. `sealbench run "
+                                   "--contender seal` reuses the finished policy of the same config.")
+    p.add_argument("--preset", default="cpu", help="tiny | cpu | paper | path to an RL preset YAML")
+    p.add_argument("--model", default="embedded")
+    p.add_argument("--n-passages", type=int, default=None, help="passages of the RL pool")
+    p.add_argument("--k", type=int, default=None, help="self-edits sampled per passage")
+    p.add_argument("--repeats", type=int, default=None, help="inner-loop seeds per reward")
+    p.add_argument("--rounds", type=int, default=None)
+    p.add_argument("--keep", default=None, choices=["top1", "beats-passage"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--threads", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_train_seal)
+
+
+def cmd_train_seal(args) -> int:
+    from .models import set_threads
+    from .rl import SealTrainer, load_preset, rl_table
+
+    set_threads(args.threads)
+    try:
+        config = load_preset(args.preset, model=args.model, n_passages=args.n_passages, k=args.k,
+                             repeats=args.repeats, rounds=args.rounds, keep=args.keep, seed=args.seed,
+                             device=args.device, dtype=args.dtype)
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+    trainer = SealTrainer(config, args.reports_dir, args.data_dir, progress=not args.no_progress)
+    print(f"RL run folder: {trainer.folder.path}", file=sys.stderr)
+    trainer.train()
+    print(rl_table(trainer.summary()))
+    print(f"written: {trainer.folder.path}/summary.json", file=sys.stderr)
     return 0
 
 
@@ -160,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Benchmark harness for self-adapting language models (SEAL and baselines).")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
+    _add_train_seal(sub)
     _add_grade(sub)
     _add_list(sub)
     return parser

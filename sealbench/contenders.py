@@ -43,6 +43,7 @@ class Contender:
     answer_with_context: bool = False
     include_passage: bool = True     # SEAL always appends the raw passage as a training sequence
     notes: NotesSpec = field(default_factory=NotesSpec)
+    policy: dict = field(default_factory=dict)  # notes.source=policy: RL preset + overrides (sealbench.rl)
 
     @property
     def needs_notes(self) -> bool:
@@ -78,6 +79,8 @@ def _from_dict(raw: dict, source: str) -> Contender:
         raise ContenderError(f"{source}: notes.k must be >= 1 (got {notes.k})")
     if notes.source == "file" and not notes.file:
         raise ContenderError(f"{source}: notes.source is file but notes.file is not set")
+    if notes.source == "policy" and not raw.get("policy"):
+        raw["policy"] = {"preset": "cpu"}
     return Contender(notes=notes, **raw)
 
 
@@ -103,11 +106,14 @@ def load_contender(name_or_path: str) -> Contender:
     return _from_dict(raw, str(path))
 
 
-def with_overrides(contender: Contender, k: int | None = None, max_new_tokens: int | None = None) -> Contender:
-    """Apply run-wide knobs (--k, --notes-max-tokens) to contenders that write notes."""
+def with_overrides(contender: Contender, k: int | None = None, max_new_tokens: int | None = None,
+                   seal_preset: str | None = None) -> Contender:
+    """Apply run-wide knobs (--k, --notes-max-tokens, --seal-preset) to contenders that write notes."""
     import copy
 
     c = copy.deepcopy(contender)
+    if seal_preset and c.notes.source == "policy":
+        c.policy = {**c.policy, "preset": seal_preset}
     if c.needs_notes:
         if k is not None:
             c.notes.k = k

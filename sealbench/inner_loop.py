@@ -59,7 +59,7 @@ class TrainConfig:
 class TrainStats:
     n_sequences: int = 0
     steps: int = 0
-    tokens: int = 0                 # real (non-pad) tokens seen, summed over epochs
+    tokens: int = 0                 # target tokens trained on (no pads, no prompt), summed over epochs
     padded_tokens: int = 0          # tokens actually pushed through the model, pads included
     first_loss: float = float("nan")
     last_loss: float = float("nan")
@@ -155,28 +155,42 @@ class InnerLoop:
                 params[n].copy_(t)
 
     # ------------------------------------------------------------------ training
-    def _encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+    def _encode(self, texts: list, max_length: int) -> list[tuple[list[int], int]]:
+        """Token ids (+ closing EOS) and how many leading tokens are context, not targets.
+
+        A plain string is all target (SEAL's knowledge edits: loss on all tokens). A
+        (prompt, completion) pair trains on the completion only (policy SFT, output-token TTT).
+        """
         eos = self.tokenizer.eos_token_id
         out = []
         for text in texts:
-            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"][: max_length - 1]
-            out.append(ids + [eos])  # EOS teaches the model where a fact ends
+            if isinstance(text, (tuple, list)):
+                prompt_ids = self.tokenizer(text[0], add_special_tokens=True)["input_ids"]
+                target_ids = self.tokenizer(text[1], add_special_tokens=False)["input_ids"]
+                ids = (prompt_ids + target_ids)[: max_length - 1]
+                n_context = min(len(prompt_ids), len(ids))
+            else:
+                ids = self.tokenizer(text, add_special_tokens=True)["input_ids"][: max_length - 1]
+                n_context = 0
+            out.append((ids + [eos], n_context))  # EOS teaches the model where a text ends
         return out
 
-    def _batch(self, seqs: list[list[int]]):
-        width = max(len(s) for s in seqs)
+    def _batch(self, seqs: list[tuple[list[int], int]]):
+        width = max(len(s) for s, _ in seqs)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.full((len(seqs), width), pad, dtype=torch.long)
         attention = torch.zeros((len(seqs), width), dtype=torch.long)
-        for i, s in enumerate(seqs):
+        targets = torch.zeros((len(seqs), width), dtype=torch.bool)
+        for i, (s, n_context) in enumerate(seqs):
             input_ids[i, : len(s)] = torch.tensor(s)
             attention[i, : len(s)] = 1
+            targets[i, n_context: len(s)] = True
         # Loss positions come from the attention mask, never from comparing ids with pad_token_id:
         # pad == EOS here and the real EOS at the end of each sequence must stay in the loss.
-        labels = input_ids.masked_fill(attention == 0, -100)
+        labels = input_ids.masked_fill(~targets, -100)
         return input_ids.to(self.device), attention.to(self.device), labels.to(self.device)
 
-    def train(self, texts: list[str], cfg: TrainConfig, seed: int = 0, progress=None) -> TrainStats:
+    def train(self, texts: list, cfg: TrainConfig, seed: int = 0, progress=None) -> TrainStats:
         """Train the current adapter on `texts` (call `reset` first for a fresh edit)."""
         if not texts:
             raise TrainingError("nothing to train on: the edit produced no training sequences")
@@ -200,6 +214,7 @@ class InnerLoop:
                 for b in range(0, len(order), cfg.batch_size):
                     batch = [seqs[i] for i in order[b: b + cfg.batch_size]]
                     input_ids, attention, labels = self._batch(batch)
+                    n_targets = int((labels != -100).sum())
                     for group in optimizer.param_groups:
                         group["lr"] = cfg.learning_rate * schedule(stats.steps)
                     loss = self.model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
@@ -217,7 +232,7 @@ class InnerLoop:
                         stats.first_loss = value
                     stats.last_loss = value
                     stats.steps += 1
-                    stats.tokens += int(attention.sum())
+                    stats.tokens += n_targets
                     stats.padded_tokens += attention.numel()
                     epoch_loss += value
                     epoch_batches += 1
@@ -233,14 +248,15 @@ class InnerLoop:
         return stats
 
     @torch.no_grad()
-    def loss_on(self, texts: list[str], max_length: int = 2048) -> float:
-        """Mean token loss of the current model on `texts` (one at a time, no padding)."""
+    def loss_on(self, texts: list, max_length: int = 2048) -> float:
+        """Mean target-token loss of the current model on `texts` (strings or (prompt, completion))."""
         total, count = 0.0, 0
-        for ids in self._encode(texts, max_length):
-            t = torch.tensor([ids], device=self.device)
-            loss = self.model(input_ids=t, labels=t).loss
-            total += loss.item() * (len(ids) - 1)
-            count += len(ids) - 1
+        for seq in self._encode(texts, max_length):
+            input_ids, attention, labels = self._batch([seq])
+            n = int((labels[:, 1:] != -100).sum())
+            loss = self.model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+            total += loss.item() * n
+            count += n
         return total / max(count, 1)
 
     # ------------------------------------------------------------------ generation

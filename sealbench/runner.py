@@ -46,6 +46,7 @@ class KnowledgeConfig:
     grader: str = "match"
     k: int | None = None             # overrides notes.k of every note-writing contender
     notes_max_tokens: int | None = None
+    seal_preset: str | None = None   # overrides policy.preset of the `seal` contender
     max_statements: int = 256        # a self-edit with more lines is recorded as invalid
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -72,8 +73,8 @@ class KnowledgeRun:
         self.config = config
         self.data = data
         self.progress = progress
-        self.contenders = [with_overrides(load_contender(name), config.k, config.notes_max_tokens)
-                           for name in config.contenders]
+        self.contenders = [with_overrides(load_contender(name), config.k, config.notes_max_tokens,
+                                          config.seal_preset) for name in config.contenders]
         for c in self.contenders:
             if c.task != config.task:
                 raise RunError(f"contender {c.name!r} is for task {c.task!r}, not {config.task!r}")
@@ -81,9 +82,13 @@ class KnowledgeRun:
             self.passages = knowledge.seal_eval_passages(config.n_passages, data)
         except knowledge.DataError as err:
             raise RunError(str(err)) from None
+        # A policy contender's whole RL config is part of this run's identity: a different
+        # RL preset means different notes, so a different run folder.
+        self.rl_configs = {c.name: self._rl_config(c) for c in self.contenders if c.notes.source == "policy"}
         self.resolved = {
             **asdict(config),
-            "contenders": [c.to_dict() for c in self.contenders],
+            "contenders": [{**c.to_dict(), **({"rl": asdict(self.rl_configs[c.name])} if c.name in self.rl_configs else {})}
+                           for c in self.contenders],
             "passage_ids": [p.id for p in self.passages],
         }
         self._loaded = loaded
@@ -91,6 +96,19 @@ class KnowledgeRun:
         from .grading import get_grader
 
         self.grader = get_grader(config.grader)
+
+    def _rl_config(self, c: Contender):
+        from .rl import load_preset
+
+        options = dict(c.policy)
+        preset = options.pop("preset", "cpu")
+        try:
+            return load_preset(preset, model=self.config.model, seed=self.config.seed,
+                               device=self.config.device, dtype=self.config.dtype, grader=self.config.grader,
+                               answer_style=self.config.answer_style, notes_style=self.config.notes_style,
+                               **options)
+        except (ValueError, TypeError) as err:
+            raise RunError(f"contender {c.name!r}: {err}") from None
 
     # ------------------------------------------------------------------------------ plan
     def plan(self) -> list[Unit]:
@@ -115,16 +133,35 @@ class KnowledgeRun:
 
     def _execute(self, todo: list[Unit]) -> None:
         loaded = self._model()
-        loop = InnerLoop(loaded, self.config.lora)
-        manifest_path = self.folder.path / "manifest.json"
-        if not manifest_path.exists():
+        if not (self.folder.path / "manifest.json").exists():
             self.folder.write_manifest(build_manifest(self.resolved, loaded.describe(), loaded.device))
+        # Contenders adapt the base model, except policy contenders (SEAL), whose RL-trained policy
+        # writes the notes and is itself the model being adapted.
+        base_units = [u for u in todo if u.contender.name not in self.rl_configs]
+        if base_units:
+            self._execute_on(InnerLoop(loaded, self.config.lora), base_units)
+        for name, rl_config in self.rl_configs.items():
+            units = [u for u in todo if u.contender.name == name]
+            if units:
+                policy = self._policy(rl_config)
+                self._execute_on(InnerLoop(policy, self.config.lora), units, policy.fingerprint)
+
+    def _policy(self, rl_config) -> LoadedModel:
+        """Train the SEAL policy for this RL config, or reuse a finished one in the reports dir."""
+        from .rl import SealTrainer
+
+        trainer = SealTrainer(rl_config, self.folder.path.parent, self.data, progress=self.progress)
+        return trainer.train()
+
+    def _execute_on(self, loop: InnerLoop, todo: list[Unit], policy_fingerprint: str | None = None) -> None:
         edits = self._self_edits(loop, todo)
         bar = _progress(len(todo), "units", self.progress)
         try:
             for unit in todo:
                 bar.set_postfix_str(f"{unit.contender.name} · {unit.passage.title[:24]}")
                 row = self._run_unit(loop, unit, edits.get(unit.key))
+                if policy_fingerprint:
+                    row["policy_fingerprint"] = policy_fingerprint
                 self.folder.append(RESULTS, row)
                 bar.update(1)
         finally:

@@ -71,7 +71,19 @@ def summarize_knowledge(rows: list[dict], contenders: list[str], seed: int = 0,
             common = sorted(set(ref) & set(mine))
             if common:
                 paired[name] = paired_difference([mine[p] for p in common], [ref[p] for p in common], seed=seed)
-    return {"contenders": results, f"paired_vs_{reference}": paired, "reference": reference}
+    # SEAL's question is whether RL beats the notes it started from (self-notes) and a teacher's.
+    seal_pairs = {}
+    if "seal" in by_contender:
+        mine = per_passage(by_contender["seal"], "accuracy")
+        for other in ("self-notes", "teacher-notes", "passage"):
+            if other in by_contender:
+                theirs = per_passage(by_contender[other], "accuracy")
+                common = sorted(set(mine) & set(theirs))
+                if common:
+                    seal_pairs[other] = paired_difference([mine[p] for p in common],
+                                                          [theirs[p] for p in common], seed=seed)
+    return {"contenders": results, f"paired_vs_{reference}": paired, "reference": reference,
+            "paired_seal_vs": seal_pairs}
 
 
 def knowledge_table(summary: dict) -> str:
@@ -95,6 +107,9 @@ def knowledge_table(summary: dict) -> str:
             f"| {name} | {fmt_ci(s['accuracy'])} | {diff_txt} | {fmt_ci(s['micro_accuracy'])} | "
             f"{fmt_ci(s['exact_match'])} | {fmt_ci(s['f1'])} | {s['n_passages']} | {s['n_questions']} | "
             f"{s['n_edits']} | {s['n_failed']} | {med('total_s')} ({med('train_s')} / {med('answer_s')}) |")
+    for other, d in summary.get("paired_seal_vs", {}).items():
+        lines.append(f"\nseal − {other}: {d['mean'] * 100:+.1f} points [{d['ci_low'] * 100:+.1f}, "
+                     f"{d['ci_high'] * 100:+.1f}], paired over {d['n']} passages, p={d['p_value']:.2f}")
     lines.append("")
     lines.append("Accuracy = mean over passages of per-passage accuracy (SEAL's metric); CIs: 95% "
                  "bootstrap over passages; Δ: paired over common passages, sign-flip permutation p.")

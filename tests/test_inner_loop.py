@@ -73,7 +73,7 @@ def test_padding_never_in_the_loss(loop):
         garbage = ids.masked_fill(attention == 0, 123)
         batched_garbage_pad = loop.model(input_ids=garbage, attention_mask=attention, labels=labels).loss.item()
         total, count = 0.0, 0
-        for s in seqs:
+        for s, _ in seqs:
             t = torch.tensor([s])
             total += loop.model(input_ids=t, labels=t).loss.item() * (len(s) - 1)
             count += len(s) - 1
@@ -81,13 +81,13 @@ def test_padding_never_in_the_loss(loop):
     assert batched_garbage_pad == pytest.approx(batched, rel=1e-5)
     # The real EOS closing each sequence is a training target even though pad == EOS.
     assert loop.tokenizer.pad_token_id == loop.tokenizer.eos_token_id
-    assert all(labels[i, len(s) - 1].item() == loop.tokenizer.eos_token_id for i, s in enumerate(seqs))
+    assert all(labels[i, len(s) - 1].item() == loop.tokenizer.eos_token_id for i, (s, _) in enumerate(seqs))
 
 
 def test_batched_training_counts_only_real_tokens(loop):
     loop.reset(0)
     stats = loop.train(TEXTS, TrainConfig(epochs=1, batch_size=3))
-    real = sum(len(s) for s in loop._encode(TEXTS, 2048))
+    real = sum(len(s) for s, _ in loop._encode(TEXTS, 2048))
     assert stats.steps == 1 and stats.tokens == real and stats.padded_tokens > real
 
 
@@ -135,3 +135,17 @@ def test_lr_schedules():
     assert _lr_lambda("linear", 0, 10)(5) == pytest.approx(0.5)
     assert _lr_lambda("cosine", 0, 10)(10) == pytest.approx(0.0)
     assert math.isclose(_lr_lambda("linear", 2, 10)(0), 0.5)
+
+
+def test_prompt_completion_pairs_train_on_the_completion_only(loop):
+    pair = ("Write a fact about Zorbian glass:\n", "It was invented in 1873.")
+    [(ids, n_context)] = loop._encode([pair], 2048)
+    _, _, labels = loop._batch([(ids, n_context)])
+    prompt_len = len(loop.tokenizer(pair[0])["input_ids"])
+    assert n_context == prompt_len
+    assert (labels[0, :prompt_len] == -100).all() and (labels[0, prompt_len:] != -100).all()
+    loop.reset(0)
+    before = loop.loss_on([pair])
+    stats = loop.train([pair], TrainConfig(epochs=5, learning_rate=1e-2))
+    assert stats.tokens == 5 * (len(ids) - prompt_len)
+    assert loop.loss_on([pair]) < before
