@@ -66,8 +66,8 @@ def cpt_scale(run, path: Path, reference: dict | None = None) -> str:
     if reference:
         for j, (label, acc) in enumerate(reference.items()):
             ax.scatter([200], [acc * 100], marker="*", s=90, color=PALETTE[(j + 4) % len(PALETTE)], zorder=5,
-                       label=f"SEAL paper n=200: {label}", edgecolor="black", linewidth=0.4)
-    if ns_all and max(ns_all + [1]) / max(1, min(ns_all)) >= 8:
+                       label=f"SEAL paper (Qwen2.5-7B) N=200: {label}", edgecolor="black", linewidth=0.4)
+    if reference or (ns_all and max(ns_all) / max(1, min(ns_all)) >= 4):
         ax.set_xscale("log", base=2)
     ax.set_xlabel("N passages in one adapter")
     ax.set_ylabel("accuracy % (95% CI over passages)")
