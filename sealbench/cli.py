@@ -1,6 +1,11 @@
 """The `sealbench` command line.
 
     sealbench run --task seal_squad_nocontext --contender base passage self-notes --n-passages 10
+    sealbench run --protocol cpt --contender passage teacher-notes --cpt-n 1 4 16
+    sealbench run --all --preset smoke|default|paper
+    sealbench train-seal --preset cpu
+    sealbench compare reports/
+    sealbench leaderboard reports/
     sealbench grade --in rows.jsonl --out verdicts.jsonl [--grader match]
     sealbench list
 
@@ -21,73 +26,137 @@ def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run contenders on a task and write reports/<run-id>/",
                        description="Run contenders on a task. The run folder is named after the config: "
                                    "the same command resumes (finished units are reused); a changed "
-                                   "config gets a new folder.")
-    p.add_argument("--task", default=KNOWLEDGE_TASK, help="task name (default: %(default)s)")
-    p.add_argument("--contender", nargs="+", default=["base", "passage"], metavar="NAME",
-                   help="contenders by name (baselines/*.yaml) or path to a contender YAML")
-    p.add_argument("--n-passages", type=int, default=10, help="first N of SEAL's 200 evaluation passages")
-    p.add_argument("--model", default="embedded",
-                   help="'embedded' (SmolLM2-135M-Instruct), a checkpoint dir, a .gguf file or a hub id")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on GPU) | float32 | bfloat16")
-    p.add_argument("--seed", type=int, default=0)
+                                   "config gets a new folder. Unset options keep the protocol's defaults.")
+    p.add_argument("--all", action="store_true",
+                   help="run every task, contender and protocol of --preset (presets/all/*.yaml)")
+    p.add_argument("--preset", default="default", help="with --all: smoke | default | paper | path.yaml")
+    p.add_argument("--task", default=KNOWLEDGE_TASK,
+                   help="seal_squad_nocontext (default) | seal_arc_fewshot | seal_arc_mini")
+    p.add_argument("--protocol", default="single", choices=["single", "cpt", "continual"],
+                   help="knowledge protocol: single passage (n=1), continued pretraining, continual edits")
+    p.add_argument("--contender", nargs="+", default=None, metavar="NAME",
+                   help="contenders by name (baselines/*.yaml) or path to a contender YAML "
+                        "(default: base passage; continual: passage)")
+    p.add_argument("--n-passages", type=int, default=None,
+                   help="first N of SEAL's 200 evaluation passages (single: 10; continual: the pool)")
+    p.add_argument("--cpt-n", type=int, nargs="+", default=None, metavar="N",
+                   help="cpt: the numbers of passages per adapter (default 1 4 16)")
+    p.add_argument("--steps", type=int, default=None, help="continual: K sequential edits (default 8)")
+    p.add_argument("--sequences", type=int, default=None, help="continual: S random orders (default 8)")
+    p.add_argument("--model", default=None,
+                   help="'embedded' (SmolLM2-135M-Instruct, default), a checkpoint dir, a .gguf file or a hub id")
+    p.add_argument("--device", default=None, help="auto (default) | cpu | cuda[:N]")
+    p.add_argument("--dtype", default=None, help="auto (fp32 on CPU, bf16 on GPU) | float32 | bfloat16")
+    p.add_argument("--seed", type=int, default=None, help="default 0")
     p.add_argument("--data-dir", default=None,
-                   help="folder with squad/ (and notes/); default $SEALBENCH_DATA_DIR, else the public datasets")
+                   help="folder with squad/, notes/, arc/; default $SEALBENCH_DATA_DIR, else the public datasets")
     p.add_argument("--reports-dir", default="reports")
-    p.add_argument("--grader", default="match", help="match (default, deterministic) | em | f1 | judge")
+    p.add_argument("--grader", default=None, help="match (default, deterministic) | em | f1 | judge")
     p.add_argument("--k", type=int, default=None, help="self-edits per passage for note-writing contenders")
     p.add_argument("--notes-max-tokens", type=int, default=None, help="max new tokens per sampled self-edit")
-    p.add_argument("--max-statements", type=int, default=256, help="self-edits with more lines are invalid")
+    p.add_argument("--max-statements", type=int, default=None,
+                   help="self-edits with more lines are invalid (default 256)")
     p.add_argument("--seal-preset", default=None,
                    help="RL preset for the seal contender's policy: tiny | cpu | paper | path.yaml "
                         "(default: the one in baselines/seal.yaml)")
-    p.add_argument("--epochs", type=int, default=10, help="inner-loop epochs (SEAL: 10)")
-    p.add_argument("--lr", type=float, default=1e-3, help="inner-loop learning rate (SEAL: 1e-3)")
-    p.add_argument("--batch-size", type=int, default=1,
-                   help="inner-loop batch size; 1 = SEAL's semantics (no padding needed)")
-    p.add_argument("--lora-r", type=int, default=32)
-    p.add_argument("--lora-alpha", type=int, default=64)
-    p.add_argument("--answer-style", default="plain", choices=["plain", "chat", "auto"],
-                   help="answer prompt as SEAL's plain text, or inside the chat template")
-    p.add_argument("--notes-style", default="auto", choices=["plain", "chat", "auto"])
+    p.add_argument("--epochs", type=int, default=None, help="inner-loop epochs (SEAL: 10; cpt: 3)")
+    p.add_argument("--lr", type=float, default=None, help="inner-loop learning rate (SEAL: 1e-3)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="inner-loop batch size; 1 (default) = SEAL's semantics (no padding needed)")
+    p.add_argument("--lora-r", type=int, default=None, help="default 32")
+    p.add_argument("--lora-alpha", type=int, default=None, help="default 64")
+    p.add_argument("--answer-style", default=None, choices=["plain", "chat", "auto"],
+                   help="answer prompt as SEAL's plain text (default), or inside the chat template")
+    p.add_argument("--notes-style", default=None, choices=["plain", "chat", "auto"],
+                   help="self-edit prompt style (default auto: chat template when the model has one)")
     p.add_argument("--threads", default="auto",
                    help="torch CPU threads; auto = all cores when the machine is idle, fewer when busy")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
 
 
-def cmd_run(args) -> int:
-    from .inner_loop import LoRAConfig, TrainConfig
-    from .models import set_threads
-    from .runner import KnowledgeConfig, KnowledgeRun
-    from .summary import knowledge_table
-
-    if args.task != KNOWLEDGE_TASK:
-        raise UserError(f"unknown task {args.task!r}; available: {KNOWLEDGE_TASK}")
-    if args.n_passages < 1:
+def _job_from_args(args) -> dict:
+    job = {"task": args.task, "protocol": args.protocol, "contenders": args.contender,
+           "n_passages": args.n_passages, "cpt_n": args.cpt_n, "steps": args.steps,
+           "sequences": args.sequences, "model": args.model, "device": args.device, "dtype": args.dtype,
+           "seed": args.seed, "grader": args.grader, "k": args.k, "notes_max_tokens": args.notes_max_tokens,
+           "max_statements": args.max_statements, "seal_preset": args.seal_preset, "epochs": args.epochs,
+           "lr": args.lr, "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
+           "answer_style": args.answer_style, "notes_style": args.notes_style}
+    if job["n_passages"] is not None and job["n_passages"] < 1:
         raise UserError("--n-passages must be at least 1")
+    return {k: v for k, v in job.items() if v is not None}
+
+
+def cmd_run(args) -> int:
+    from .jobs import JobError, load_all_preset, run_job
+    from .models import set_threads
+    from .protocols import failures
+
     threads = set_threads(args.threads)
-    config = KnowledgeConfig(
-        task=args.task, contenders=list(dict.fromkeys(args.contender)), model=args.model,
-        n_passages=args.n_passages, seed=args.seed, device=args.device, dtype=args.dtype,
-        answer_style=args.answer_style, notes_style=args.notes_style, grader=args.grader, k=args.k,
-        notes_max_tokens=args.notes_max_tokens, max_statements=args.max_statements,
-        seal_preset=args.seal_preset,
-        lora=LoRAConfig(r=args.lora_r, alpha=args.lora_alpha),
-        train=TrainConfig(learning_rate=args.lr, epochs=args.epochs, batch_size=args.batch_size))
-    run = KnowledgeRun(config, args.reports_dir, args.data_dir, progress=not args.no_progress)
-    todo = len(run.pending())
-    print(f"run folder: {run.folder.path}  ({todo} of {len(run.plan())} units to do; "
-          f"{threads} torch thread(s))", file=sys.stderr)
-    summary = run.run()
-    print(knowledge_table(summary))
-    failed = sum(s["n_failed"] for s in summary["contenders"].values())
-    if failed:
-        first = next(e for s in summary["contenders"].values() for e in s["errors"])
-        print(f"{failed} unit(s) failed and were recorded (re-run the same command to retry them); "
-              f"first error: {first}", file=sys.stderr)
-    print(f"written: {run.folder.path}/summary.json", file=sys.stderr)
+    try:
+        if args.all:
+            # Flags given beside --all (model, device, seed...) apply to every job of the preset.
+            given = {k: v for k, v in _job_from_args(args).items() if k not in ("task", "protocol")}
+            jobs = [{**job, **given} for job in load_all_preset(args.preset)]
+        else:
+            jobs = [_job_from_args(args)]
+    except JobError as err:
+        raise UserError(str(err)) from None
+    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+    if args.all:
+        say(f"preset {args.preset}: {len(jobs)} job(s); {threads} torch thread(s)")
+    total_failed = 0
+    for i, job in enumerate(jobs, 1):
+        if len(jobs) > 1:
+            say(f"[job {i}/{len(jobs)}] {job.get('task', KNOWLEDGE_TASK)} · {job.get('protocol', 'single')} · "
+                f"{' '.join(job.get('contenders', []))}")
+        try:
+            folder, summary, table = run_job(job, args.reports_dir, args.data_dir,
+                                             progress=not args.no_progress, announce=say)
+        except JobError as err:
+            raise UserError(str(err)) from None
+        print(table)
+        failed, first = failures(summary)
+        total_failed += failed
+        if failed:
+            say(f"{failed} unit(s) failed and were recorded (re-run the same command to retry them); "
+                f"first error: {first}")
+        say(f"written: {folder}/summary.json")
     return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="side-by-side tables and plots of every run in a reports dir",
+                       description="Write Markdown, CSV and HTML tables and PNG plots comparing every "
+                                   "finished run under REPORTS_DIR (default: REPORTS_DIR/compare/).")
+    p.add_argument("reports_dir", nargs="?", default="reports")
+    p.add_argument("--out", default=None, help="output folder (default: REPORTS_DIR/compare)")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=lambda a: _delegate("compare", a))
+
+
+def _add_leaderboard(sub) -> None:
+    p = sub.add_parser("leaderboard", help="rank contenders; write leaderboard.md and leaderboard.html",
+                       description="Rank contenders per task/protocol/model over every finished run, with "
+                                   "SEAL's published numbers as reference rows. Exit 2 if nothing to rank.")
+    p.add_argument("reports_dir", nargs="?", default="reports")
+    p.add_argument("--out", default=None, help="output folder (default: REPORTS_DIR)")
+    p.add_argument("--data-dir", default=None, help="where reference/ lives (default $SEALBENCH_DATA_DIR)")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=lambda a: _delegate("leaderboard", a))
+
+
+def _delegate(name: str, args) -> int:
+    """compare/leaderboard own their argument handling; pass the parsed flags through."""
+    argv = [args.reports_dir] + (["--out", args.out] if args.out else []) + (["--no-plots"] if args.no_plots else [])
+    if getattr(args, "data_dir", None):
+        argv += ["--data-dir", args.data_dir]
+    if name == "compare":
+        from .compare import main as compare_main
+        return compare_main(argv)
+    from .leaderboard import main as leaderboard_main
+    return leaderboard_main(argv)
 
 
 def _add_train_seal(sub) -> None:
@@ -206,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_run(sub)
     _add_train_seal(sub)
+    _add_compare(sub)
+    _add_leaderboard(sub)
     _add_grade(sub)
     _add_list(sub)
     return parser

@@ -48,6 +48,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     epochs: int = 10
     batch_size: int = 1            # SEAL semantics; >1 = dynamic padding, mean loss over real tokens
+    grad_accum_steps: int = 1      # optimizer step every N batches (SEAL's CPT: batch 4 x 2)
     max_length: int = 2048         # longer sequences are truncated (SEAL's padding length)
     weight_decay: float = 0.0
     lr_schedule: str = "constant"  # constant | linear | cosine
@@ -196,8 +197,9 @@ class InnerLoop:
             raise TrainingError("nothing to train on: the edit produced no training sequences")
         seqs = self._encode(texts, cfg.max_length)
         order_rng = random.Random(seed)
-        steps_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
-        total_steps = steps_per_epoch * cfg.epochs
+        batches_per_epoch = math.ceil(len(seqs) / cfg.batch_size)
+        accum = max(1, cfg.grad_accum_steps)
+        total_steps = math.ceil(batches_per_epoch / accum) * cfg.epochs
         optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         schedule = _lr_lambda(cfg.lr_schedule, cfg.warmup_steps, total_steps)
         stats = TrainStats(n_sequences=len(seqs))
@@ -211,33 +213,36 @@ class InnerLoop:
                 order = list(range(len(seqs)))
                 order_rng.shuffle(order)
                 epoch_loss, epoch_batches = 0.0, 0
-                for b in range(0, len(order), cfg.batch_size):
+                starts = list(range(0, len(order), cfg.batch_size))
+                for n_batch, b in enumerate(starts):
                     batch = [seqs[i] for i in order[b: b + cfg.batch_size]]
                     input_ids, attention, labels = self._batch(batch)
                     n_targets = int((labels != -100).sum())
-                    for group in optimizer.param_groups:
-                        group["lr"] = cfg.learning_rate * schedule(stats.steps)
                     loss = self.model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
                     if not torch.isfinite(loss):
                         raise TrainingError(
                             f"loss became {loss.item()} at step {stats.steps} (epoch {epoch}); "
                             "lower the learning rate or check the training texts")
-                    loss.backward()
-                    if cfg.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    (loss / accum).backward()
                     value = loss.item()
-                    if stats.steps == 0:
+                    if stats.steps == 0 and epoch_batches == 0:
                         stats.first_loss = value
                     stats.last_loss = value
-                    stats.steps += 1
                     stats.tokens += n_targets
                     stats.padded_tokens += attention.numel()
                     epoch_loss += value
                     epoch_batches += 1
-                    if progress:
-                        progress(stats.steps, total_steps)
+                    # Step every `accum` batches and at the end of the epoch.
+                    if (n_batch + 1) % accum == 0 or n_batch == len(starts) - 1:
+                        for group in optimizer.param_groups:
+                            group["lr"] = cfg.learning_rate * schedule(stats.steps)
+                        if cfg.max_grad_norm:
+                            torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                        stats.steps += 1
+                        if progress:
+                            progress(stats.steps, total_steps)
                 stats.epoch_losses.append(epoch_loss / max(epoch_batches, 1))
         finally:
             torch.set_grad_enabled(grad_mode)

@@ -52,14 +52,13 @@ PROTOCOLS = ("single", "cpt", "continual")
 class CPTConfig(KnowledgeConfig):
     """Continued pretraining: one adapter on N passages, for each N in `n_values`.
 
-    Defaults follow SEAL's CPT runs where sealbench can: 3 epochs, an effective batch of 8
-    sequences (SEAL: batch 4 x grad-acc 2; the inner loop has no gradient accumulation yet, so one
-    dynamically padded batch of 8 with the mean over real tokens stands in for it), lr 1e-3, LoRA
-    r=32 alpha=64. `n_passages` is ignored: the pool is the first max(n_values) evaluation passages.
+    Defaults follow SEAL's CPT runs: 3 epochs, batch 4 x gradient accumulation 2 (dynamic padding,
+    mean over real tokens per batch), lr 1e-3, LoRA r=32 alpha=64. `n_passages` is ignored: the
+    pool is the first max(n_values) evaluation passages.
     """
     protocol: str = "cpt"
     n_values: list[int] = field(default_factory=lambda: [1, 4, 16])
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=8))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3, batch_size=4, grad_accum_steps=2))
 
     def __post_init__(self):
         if not self.n_values or min(self.n_values) < 1:
@@ -127,30 +126,13 @@ class _ProtocolRun(KnowledgeRun):
 
     def __init__(self, config: KnowledgeConfig, reports_dir: str | Path = "reports",
                  data: str | None = None, loaded: LoadedModel | None = None, progress: bool = True):
-        # Mirrors KnowledgeRun.__init__ except for the folder name (see the module report).
-        self.config = config
-        self.data = data
-        self.progress = progress
-        self.contenders = [with_overrides(load_contender(name), config.k, config.notes_max_tokens)
-                           for name in config.contenders]
-        for c in self.contenders:
-            if c.task != config.task:
-                raise RunError(f"contender {c.name!r} is for task {c.task!r}, not {config.task!r}")
-        try:
-            self.passages = knowledge.seal_eval_passages(config.n_passages, data)
-        except knowledge.DataError as err:
-            raise RunError(str(err)) from None
-        if len(self.passages) < config.n_passages:
-            raise RunError(f"{config.protocol} needs {config.n_passages} passages but the data has "
-                           f"{len(self.passages)}")
-        self.resolved = {**asdict(config), "contenders": [c.to_dict() for c in self.contenders],
-                         "passage_ids": [p.id for p in self.passages]}
-        self._loaded = loaded
-        self.folder = RunFolder.for_config(reports_dir, f"{config.task}-{config.protocol}-{config.model}",
-                                           self.resolved)
-        from .grading import get_grader
+        super().__init__(config, reports_dir, data, loaded=loaded, progress=progress)
+        if self.rl_configs:
+            raise RunError(f"the {config.protocol} protocol does not run policy contenders (seal) yet; "
+                           "evaluate seal with the single protocol")
 
-        self.grader = get_grader(config.grader)
+    def _folder_name(self) -> str:
+        return f"{self.config.task}-{self.config.protocol}-{self.config.model}"
 
     def _start(self) -> InnerLoop:
         loaded = self._model()
@@ -596,3 +578,25 @@ def continual_table(summary: dict) -> str:
     lines.append("Row k = after the k-th merged edit; column j = the j-th passage of the sequence; "
                  "mean ± std (%) over sequences.")
     return "\n".join(lines) + "\n"
+
+
+def table_for(summary: dict) -> str:
+    """The Markdown table `sealbench run` prints at the end, for any knowledge protocol."""
+    from .summary import knowledge_table
+
+    protocol = summary.get("protocol", "single")
+    if protocol == "cpt":
+        return cpt_table(summary)
+    if protocol == "continual":
+        return continual_table(summary)
+    return knowledge_table(summary)
+
+
+def failures(summary: dict) -> tuple[int, str | None]:
+    """(number of failed units, first error) of a knowledge summary of any protocol."""
+    n, first = 0, None
+    for s in summary.get("contenders", {}).values():
+        n += s.get("n_failed", 0)
+        for e in s.get("errors", []) + [v.get("error") for v in s.get("by_n", {}).values() if v.get("error")]:
+            first = first or e
+    return n, first

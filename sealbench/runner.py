@@ -82,6 +82,9 @@ class KnowledgeRun:
             self.passages = knowledge.seal_eval_passages(config.n_passages, data)
         except knowledge.DataError as err:
             raise RunError(str(err)) from None
+        if len(self.passages) < config.n_passages:
+            raise RunError(f"--n-passages {config.n_passages} asked, but the data has only "
+                           f"{len(self.passages)} evaluation passages")
         # A policy contender's whole RL config is part of this run's identity: a different
         # RL preset means different notes, so a different run folder.
         self.rl_configs = {c.name: self._rl_config(c) for c in self.contenders if c.notes.source == "policy"}
@@ -92,10 +95,14 @@ class KnowledgeRun:
             "passage_ids": [p.id for p in self.passages],
         }
         self._loaded = loaded
-        self.folder = RunFolder.for_config(reports_dir, f"{config.task}-{config.model}", self.resolved)
+        self.folder = RunFolder.for_config(reports_dir, self._folder_name(), self.resolved)
         from .grading import get_grader
 
         self.grader = get_grader(config.grader)
+
+    def _folder_name(self) -> str:
+        """Run folders are named <task>-<model>-<config hash> (protocols add their name)."""
+        return f"{self.config.task}-{self.config.model}"
 
     def _rl_config(self, c: Contender):
         from .rl import load_preset

@@ -149,3 +149,12 @@ def test_prompt_completion_pairs_train_on_the_completion_only(loop):
     stats = loop.train([pair], TrainConfig(epochs=5, learning_rate=1e-2))
     assert stats.tokens == 5 * (len(ids) - prompt_len)
     assert loop.loss_on([pair]) < before
+
+
+def test_gradient_accumulation_steps_less_often(loop):
+    loop.reset(0)
+    stats = loop.train(TEXTS, TrainConfig(epochs=2, batch_size=1, grad_accum_steps=2))
+    assert stats.steps == 4  # 3 batches per epoch -> steps after batch 2 and at the epoch's end
+    loop.reset(0)
+    # batch 2 with no accumulation vs batch 1 x 2: same number of optimizer steps per epoch
+    assert loop.train(TEXTS, TrainConfig(epochs=2, batch_size=2)).steps == 4

@@ -1,0 +1,124 @@
+"""ARC runs end to end on the generated mini tier: rows, summary, resume, invalid self-edits."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from sealbench.arc.data import load_tasks, mini_tasks, seal_tasks
+from sealbench.arc.run import (ArcConfig, ArcRunError, arc_table, config_from_dict, cpu_budget,
+                               load_arc_contender, run_arc, score_self_edits)
+from sealbench.arc.ttt import TTTSettings
+
+
+def smallest(config: ArcConfig) -> ArcConfig:
+    c = cpu_budget(config)
+    return replace(c, ttt=replace(c.ttt, cap=4, predict_transforms=("identity",), leave_one_out_prompts=False,
+                                  max_new_tokens=40))
+
+
+@pytest.fixture
+def tiny_fresh(tiny):
+    from sealbench.models import tiny_random_model
+    return tiny_random_model(seed=1, vocab_from=tiny)
+
+
+def test_contenders_load():
+    assert load_arc_contender("oracle").config["training"]["learning_rate"] == 1e-4
+    assert load_arc_contender("icl").configs == "none"
+    assert load_arc_contender("ttt-self-edit").k == 5 and load_arc_contender("seal").configs == "policy"
+    with pytest.raises(ArcRunError, match="unknown ARC contender"):
+        load_arc_contender("nope")
+
+
+def test_mini_tier_is_deterministic_and_valid():
+    a, b = mini_tasks(12, seed=0), mini_tasks(12, seed=0)
+    assert [t.to_dict() for t in a] == [t.to_dict() for t in b]
+    assert [t.to_dict() for t in mini_tasks(3, seed=1)] != [t.to_dict() for t in a[:3]]
+    for t in a:
+        assert len(t.train) == 3 and len(t.test_inputs) == 1
+        for g in [x for p in t.train for x in p] + t.test_inputs:
+            assert 2 <= len(g) <= 6 and 2 <= len(g[0]) <= 6
+    assert {t.rule for t in a} >= {"color_map", "flip_lr", "rot90", "gravity", "tile_h"}
+    assert [t.id for t in load_tasks("mini-train", n_tasks=2)] != [t.id for t in load_tasks("mini", n_tasks=2)] or \
+        load_tasks("mini-train", n_tasks=2)[0].train != load_tasks("mini", n_tasks=2)[0].train
+
+
+def test_seal_subsets_load(tmp_path):
+    from conftest import shared_data_dir
+    data = shared_data_dir()
+    if data is None or not (data / "arc").exists():
+        pytest.skip("shared ARC data not found")
+    ev, tr = seal_tasks("evaluation", data), seal_tasks("training", data)
+    assert len(ev) == 10 and len(tr) == 12 and all(t.test_outputs for t in ev + tr)
+    assert ev[0].id == "358ba94e"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"t1": {"train": [{"input": [[1, 2], [3]], "output": [[1]]}], "test": []}}))
+    from sealbench.arc.data import ArcDataError, load_arc_json
+    with pytest.raises(ArcDataError, match="task t1 train\\[0\\].input.*not rectangular"):
+        load_arc_json(bad)
+
+
+def test_full_run_on_mini_tier_tiny_model(tmp_path, tiny_fresh):
+    cfg = smallest(ArcConfig(task="seal_arc_mini", n_tasks=2, contenders=["icl", "ttt-self-edit", "oracle", "seal"],
+                             k=2, device="cpu"))
+    summary = run_arc(cfg, tmp_path, loaded=tiny_fresh, policy=tiny_fresh, progress=False)
+    assert summary["complete"] and summary["n_planned_units"] == 2 * (1 + 2 + 1 + 2)
+    s = summary["contenders"]
+    assert s["icl"]["n_pairs"] == 2 and s["oracle"]["n_pairs"] == 2 and s["seal"]["n_pairs"] == 4
+    assert s["oracle"]["edit_status_counts"] == {"ok": 2} and s["oracle"]["mean_train_steps"] > 0
+    assert s["icl"]["edit_status_counts"] == {"icl": 2}
+    # a random model writes gibberish configs: recorded invalid, reward 0, never trained
+    assert s["ttt-self-edit"]["n_invalid"] == 4 and s["ttt-self-edit"]["pairs_solved"]["mean"] == 0.0
+    for key in ("pairs_solved", "task_pass2", "task_any_edit"):
+        assert set(s["oracle"][key]) == {"mean", "ci_low", "ci_high", "n"}
+    folder = next(tmp_path.iterdir())
+    rows = [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    inv = [r for r in rows if r["contender"] == "ttt-self-edit"]
+    assert all(r["reward"] == 0.0 and r["train"] is None and r["reason"] for r in inv)
+    assert (folder / "summary.md").exists() and "| oracle |" in arc_table(summary)
+    assert json.loads((folder / "manifest.json").read_text())["model"]["fingerprint"] == "random-1"
+    # resume: a second run with the same config adds nothing and gives the same numbers
+    again = run_arc(cfg, tmp_path, loaded=tiny_fresh, policy=tiny_fresh, progress=False)
+    assert len((folder / "results.jsonl").read_text().splitlines()) == 12
+    assert json.dumps(again["contenders"], sort_keys=True) == json.dumps(summary["contenders"], sort_keys=True)
+
+
+def test_seal_needs_a_policy(tmp_path):
+    with pytest.raises(ArcRunError, match="policy"):
+        run_arc(ArcConfig(task="seal_arc_mini", n_tasks=1, contenders=["seal"]), tmp_path, progress=False)
+
+
+def test_config_from_dict():
+    cfg = config_from_dict({"task": "seal_arc_mini", "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj"]},
+                            "ttt": {"cap": 5, "predict_transforms": ["identity"]}})
+    assert cfg.lora.r == 8 and cfg.lora.target_modules == ("q_proj",) and cfg.ttt.cap == 5
+    assert cfg.ttt.predict_transforms == ("identity",)
+
+
+def test_score_self_edits_for_rl(tiny_fresh):
+    tasks = mini_tasks(1, seed=2)
+    recs = score_self_edits(tiny_fresh, tasks, k=2, seed=0, max_new_tokens=20,
+                            settings=TTTSettings(cap=4, predict_transforms=("identity",), leave_one_out_prompts=False,
+                                                 max_new_tokens=30))
+    assert len(recs) == 2 and {r["task_id"] for r in recs} == {tasks[0].id}
+    for r in recs:
+        assert set(r) >= {"prompt", "completion", "config", "edit_status", "reward"}
+        assert r["reward"] == 0.0 and r["edit_status"] == "invalid"
+
+
+@pytest.mark.slow
+def test_full_run_on_mini_tier_real_model(tmp_path, embedded):
+    cfg = smallest(ArcConfig(task="seal_arc_mini", n_tasks=1, contenders=["icl", "ttt-self-edit", "oracle"],
+                             k=1, device="cpu", edit_max_tokens=100))
+    summary = run_arc(cfg, tmp_path, loaded=embedded, progress=False)
+    assert summary["complete"] and summary["n_units_with_rows"] == 3
+    s = summary["contenders"]
+    assert s["oracle"]["edit_status_counts"] == {"ok": 1} and s["oracle"]["mean_train_steps"] >= 1
+    assert s["ttt-self-edit"]["n_pairs"] == 1
+    rows = [json.loads(line) for line in (next(tmp_path.iterdir()) / "results.jsonl").read_text().splitlines()]
+    edit = next(r for r in rows if r["contender"] == "ttt-self-edit")
+    assert isinstance(edit["self_edit"], str) and edit["edit_status"] in ("ok", "invalid", "over_budget", "train_error")
+    assert all(r["timing"]["total_s"] > 0 for r in rows)

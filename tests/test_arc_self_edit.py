@@ -1,0 +1,106 @@
+"""ARC self-edit configs: parsed as data only, validated with reasons, SEAL's budget rule."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sealbench.arc.self_edit import ORACLE, ArcEditConfig, check_budget, edit_prompt, parse_config
+
+GOOD = ORACLE.to_json()
+
+
+def with_(path: str, value):
+    cfg = json.loads(json.dumps(GOOD))
+    section, key = path.split(".")
+    if value is DELETE:
+        del cfg[section][key]
+    else:
+        cfg[section][key] = value
+    return json.dumps(cfg)
+
+
+DELETE = object()
+
+MALFORMED = [
+    ("", "empty"),
+    ("I would use rotations and a small learning rate.", "no complete JSON"),
+    ('{"data_generation": {"use_basic_augmentations": true', "no complete JSON"),
+    ("[1, 2, 3]", "no complete JSON"),
+    ('{"data_generation": true, "training": {}}', "data_generation"),
+    ('{"training": {"strategy": "train_using_all_tokens"}}', "data_generation"),
+    ('{"data_generation": {}, "training": {}}', "use_basic_augmentations is missing"),
+    ("{'data_generation': {}}", "not valid JSON"),            # Python dict, not JSON
+    ('{"data_generation": {"use_basic_augmentations": True}}', "not valid JSON"),
+    ("{\"a\": __import__('os').system('echo pwned')}", "not valid JSON"),  # never evaluated
+    (with_("data_generation.use_size_augmentations", "true"), "must be true or false"),
+    (with_("data_generation.use_size_augmentations", 1), "must be true or false"),
+    (with_("data_generation.use_chain_augmentations", DELETE), "use_chain_augmentations is missing"),
+    (with_("training.strategy", "train_on_everything"), "strategy must be one of"),
+    (with_("training.strategy", DELETE), "strategy is missing"),
+    (with_("training.learning_rate", "1e-4"), "learning_rate must be a number"),
+    (with_("training.learning_rate", True), "learning_rate must be a number"),
+    (with_("training.learning_rate", 0), r"learning_rate must be in \(0"),
+    (with_("training.learning_rate", -1e-4), r"learning_rate must be in \(0"),
+    (with_("training.learning_rate", 5.0), r"learning_rate must be in \(0"),
+    (with_("training.learning_rate", DELETE), "learning_rate is missing"),
+    (with_("training.num_train_epochs", 2.5), "must be an integer"),
+    (with_("training.num_train_epochs", "2"), "must be an integer"),
+    (with_("training.num_train_epochs", 0), "at least 1"),
+    (with_("training.num_train_epochs", 10**9), "absurd"),
+    (with_("training.num_train_epochs", None), "must be an integer"),
+    (with_("training.learning_rate", 1e400), "not valid JSON|learning_rate"),  # Infinity
+    ('{"data_generation": {"use_basic_augmentations": NaN}}', "NaN is not valid JSON"),
+    ('{"data_generation": {"use_basic_augmentations": true,,}}', "not valid JSON"),
+    (None, "empty"),
+]
+
+
+@pytest.mark.parametrize("text,reason", MALFORMED)
+def test_malformed_configs_are_invalid_with_reason(text, reason):
+    parsed = parse_config(text)
+    assert parsed.status == "invalid" and parsed.config is None
+    import re
+    assert re.search(reason, parsed.reason), parsed.reason
+
+
+@pytest.mark.parametrize("text", [
+    json.dumps(GOOD),
+    "Sure! Here is the config:\n```json\n" + json.dumps(GOOD, indent=2) + "\n```\nGood luck {not json}",
+    json.dumps(GOOD) + json.dumps({"data_generation": {}}),          # only the first object counts
+    json.dumps({**GOOD, "comment": "a {brace} inside a string"}),
+    with_("training.num_train_epochs", 2.0),                          # integral float accepted
+])
+def test_valid_configs(text):
+    parsed = parse_config(text)
+    assert parsed.valid, parsed.reason
+    assert parsed.config == ORACLE
+
+
+def test_warnings_for_unknown_keys_and_roundtrip():
+    cfg = json.loads(json.dumps(GOOD))
+    cfg["training"]["batch_size"] = 4
+    parsed = parse_config(json.dumps(cfg))
+    assert parsed.valid and any("batch_size" in w for w in parsed.warnings)
+    c = ArcEditConfig(True, False, True, False, "train_using_all_tokens", 3e-4, 3)
+    assert parse_config(c.to_text()).config == c and not c.output_tokens_only
+
+
+def test_budget_rule_is_seals():
+    # SEAL: epochs x examples / 2 > 375 is over budget
+    assert check_budget(parse_config(json.dumps(GOOD)), 375).valid                  # 2*375/2 = 375
+    edit = check_budget(parse_config(json.dumps(GOOD)), 376)                         # 376 > 375
+    assert edit.status == "over_budget" and "376" in edit.reason and edit.config == ORACLE
+    assert check_budget(parse_config(with_("training.num_train_epochs", 4)), 250).status == "over_budget"
+    assert check_budget(parse_config(with_("training.num_train_epochs", 3)), 250).valid
+    assert check_budget(parse_config(json.dumps(GOOD)), 12, budget=12).valid
+    assert check_budget(parse_config(json.dumps(GOOD)), 13, budget=12).status == "over_budget"
+    bad = parse_config("nope")
+    assert check_budget(bad, 10).status == "invalid"                                 # stays invalid
+
+
+def test_edit_prompt_has_demos_only():
+    demo = (((1, 2),), ((2, 1),))
+    prompt = edit_prompt([demo])
+    assert "[1 2] -> [2 1]#" in prompt and "train_using_output_tokens" in prompt
+    assert prompt.count("#") == 1 and prompt.count("[1 2]") == 1
