@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int)
     ap.add_argument("--rounds", type=int)
     ap.add_argument("--notes-max-tokens", type=int)
+    ap.add_argument("--inner-batch-size", type=int, help="inner-loop batch size (default: the preset's, 1)")
+    ap.add_argument("--inner-epochs", type=int)
     ap.add_argument("--data-dir", default=os.environ.get("SEALBENCH_DATA_DIR"))
     ap.add_argument("--threads", default="auto")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
@@ -51,6 +53,10 @@ def main(argv=None) -> int:
     config = load_preset(args.preset, **overrides)
     if args.notes_max_tokens:
         config.notes.max_new_tokens = args.notes_max_tokens
+    if args.inner_batch_size:
+        config.inner_train.batch_size = args.inner_batch_size
+    if args.inner_epochs:
+        config.inner_train.epochs = args.inner_epochs
     with tempfile.TemporaryDirectory() as reports:
         trainer = SealTrainer(config, reports, args.data_dir, progress=True)
         start = time.perf_counter()

@@ -252,12 +252,19 @@ def cmd_list(args) -> int:
     from .contenders import available, load_contender
     from .grading import GRADERS
 
+    from .arc.run import arc_baselines_dir, load_arc_contender
+
     print("tasks:")
     print(f"  {KNOWLEDGE_TASK:24s} SQuAD questions asked without their passage (SEAL knowledge incorporation)")
+    print(f"  {'seal_arc_fewshot':24s} ARC few-shot puzzles; self-edits are TTT configurations (SEAL's subsets)")
+    print(f"  {'seal_arc_mini':24s} generated small-grid ARC-style puzzles with known answers (CPU tier)")
     print("contenders:")
     for name in available():
         c = load_contender(name)
         print(f"  {name:24s} [{c.task}] {c.description}")
+    for path in sorted(arc_baselines_dir().glob("*.yaml")):
+        c = load_arc_contender(path.stem)
+        print(f"  {path.stem:24s} [seal_arc_*] {getattr(c, 'description', '')}")
     print("graders:")
     for name in GRADERS:
         print(f"  {name}{' (default)' if name == 'match' else ''}")

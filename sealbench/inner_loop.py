@@ -137,6 +137,33 @@ class InnerLoop:
         with self.model.disable_adapter():
             yield
 
+    def _adapter_disabled(self) -> bool:
+        return bool(self._lora_layers) and self._lora_layers[0].disable_adapters
+
+    def merged_adapter(self):
+        """Generate with the adapter folded into the weights, then restore the exact base bits.
+
+        On a GPU a LoRA forward pass is launch-bound (the adapter adds ~2 small matmuls and dtype
+        casts per projection), so generation runs ~2x faster on merged weights. The base weights
+        are copied back afterwards (not un-merged by subtraction, which would not be bit-exact).
+        """
+        @contextmanager
+        def merged():
+            saved = []
+            with torch.no_grad():
+                for layer in self._lora_layers:
+                    weight = layer.get_base_layer().weight
+                    saved.append((weight, weight.detach().clone()))
+                    weight += layer.get_delta_weight("default").to(weight.dtype)
+            try:
+                with self.model.disable_adapter():
+                    yield
+            finally:
+                with torch.no_grad():
+                    for weight, original in saved:
+                        weight.copy_(original)
+        return merged()
+
     @torch.no_grad()
     def merge_into_base(self) -> None:
         """Fold the current adapter into the base weights (continual-learning protocol), then reset it."""
@@ -268,10 +295,19 @@ class InnerLoop:
     @torch.no_grad()
     def generate(self, prompts: list[str], max_new_tokens: int = 64, batch_size: int = 16,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-                 seed: int | None = None) -> list[str]:
-        """Complete each prompt (already formatted). Greedy by default; batched with left padding."""
+                 seed: int | None = None, merge_adapter: bool | None = None) -> list[str]:
+        """Complete each prompt (already formatted). Greedy by default; batched with left padding.
+
+        `merge_adapter` (default: on CUDA only) generates on merged weights; see `merged_adapter`.
+        """
         if not prompts:
             return []
+        if merge_adapter is None:
+            merge_adapter = self.device.startswith("cuda")
+        if merge_adapter and not self._adapter_disabled():
+            with self.merged_adapter():
+                return self.generate(prompts, max_new_tokens, batch_size, do_sample, temperature,
+                                     top_p, seed, merge_adapter=False)
         tok = self.tokenizer
         old_side = tok.padding_side
         tok.padding_side = "left"

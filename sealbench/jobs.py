@@ -86,9 +86,7 @@ def run_job(job: dict, reports_dir: str, data: str | None, progress: bool = True
     """Run (or resume) one job; returns (run folder, summary, Markdown table)."""
     task = job.get("task") or KNOWLEDGE_TASK
     if task in ARC_TASKS:
-        from .arc.run import run_arc_job
-
-        return run_arc_job(job, reports_dir, data, progress=progress, loaded=loaded, announce=announce)
+        return _run_arc_job(task, job, reports_dir, data, progress, loaded, announce)
     if task != KNOWLEDGE_TASK:
         raise JobError(f"unknown task {task!r}; available: {KNOWLEDGE_TASK}, {', '.join(ARC_TASKS)}")
     from .protocols import protocol_run, table_for
@@ -99,3 +97,27 @@ def run_job(job: dict, reports_dir: str, data: str | None, progress: bool = True
         announce(f"run folder: {run.folder.path}  ({len(run.pending())} of {len(run.plan())} units to do)")
     summary = run.run()
     return run.folder.path, summary, table_for(summary)
+
+
+def _run_arc_job(task: str, job: dict, reports_dir: str, data: str | None, progress: bool, loaded,
+                 announce) -> tuple[Path, dict, str]:
+    """An ARC job: common keys (contenders, model, seed, device, dtype) plus an `arc:` mapping of
+    ArcConfig fields (tasks, n_tasks, k, ttt, lora, ...); `arc: {budget: cpu}` applies the CPU budgets."""
+    from .arc.run import ArcRun, ArcRunError, arc_table, config_from_dict, cpu_budget
+
+    raw = {k: job[k] for k in ("contenders", "model", "seed", "device", "dtype") if job.get(k) is not None}
+    arc = dict(job.get("arc") or {})
+    budget = arc.pop("budget", None)
+    try:
+        config = config_from_dict({"task": task, **raw, **arc})
+        if budget == "cpu":
+            config = cpu_budget(config)
+        elif budget is not None:
+            raise JobError(f"unknown ARC budget {budget!r}; use cpu or leave it out")
+        run = ArcRun(config, reports_dir, data, loaded, progress, None)
+        if announce:
+            announce(f"run folder: {run.folder.path}")
+        summary = run.run()
+    except (ArcRunError, TypeError) as err:
+        raise JobError(str(err)) from None
+    return run.folder.path, summary, arc_table(summary)

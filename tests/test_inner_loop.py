@@ -158,3 +158,18 @@ def test_gradient_accumulation_steps_less_often(loop):
     loop.reset(0)
     # batch 2 with no accumulation vs batch 1 x 2: same number of optimizer steps per epoch
     assert loop.train(TEXTS, TrainConfig(epochs=2, batch_size=2)).steps == 4
+
+
+def test_merged_adapter_generation_matches_and_restores_base_bits(loop):
+    loop.reset(0)
+    loop.train(TEXTS, TrainConfig(epochs=3, learning_rate=1e-2))
+    before = base_weights(loop)
+    prompts = ["Zorbian glass\\n", "Short"]
+    plain = loop.generate(prompts, max_new_tokens=8, merge_adapter=False)
+    merged = loop.generate(prompts, max_new_tokens=8, merge_adapter=True)
+    assert merged == plain
+    after = base_weights(loop)
+    assert all(torch.equal(before[n], after[n]) for n in before)
+    with loop.base_model():  # inside base_model() the adapter stays off, merged or not
+        assert loop.generate(prompts, max_new_tokens=8, merge_adapter=True) == \
+            loop.generate(prompts, max_new_tokens=8, merge_adapter=False)
