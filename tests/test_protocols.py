@@ -145,6 +145,6 @@ def test_configs_validate_and_convert():
     assert CPTConfig(n_values=[8, 2]).n_passages == 8
     assert ContinualConfig(n_steps=3).n_passages == 3
     c = make_config("cpt", n_values=[1], seed=5, unknown_field=1)
-    assert isinstance(c, CPTConfig) and c.seed == 5 and c.train.epochs == 3 and c.train.batch_size == 8
+    assert isinstance(c, CPTConfig) and c.seed == 5 and c.train.epochs == 3 and c.train.batch_size == 4 and c.train.grad_accum_steps == 2
     with pytest.raises(RunError):
         make_config("nope")
