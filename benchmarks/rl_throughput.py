@@ -23,7 +23,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
 
 from sealbench.models import set_threads  # noqa: E402
 from sealbench.rl import SealTrainer, load_preset, rl_table  # noqa: E402
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
         "seconds_per_round": wall / len(rounds) if rounds else None, "rounds": rounds,
     }
     print(rl_table(summary))
-    print(f"| round | inner-loop edits | edits/s | s/edit | notes s | train s | answer s | SFT s |")
+    print("| round | inner-loop edits | edits/s | s/edit | notes s | train s | answer s | SFT s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rounds:
         s = r["seconds"]

@@ -187,7 +187,9 @@ class InnerLoop:
         """Token ids (+ closing EOS) and how many leading tokens are context, not targets.
 
         A plain string is all target (SEAL's knowledge edits: loss on all tokens). A
-        (prompt, completion) pair trains on the completion only (policy SFT, output-token TTT).
+        (prompt, completion) pair trains on the completion only (policy SFT, output-token TTT);
+        (prompt, completion, True) trains on both. Prompt and completion are tokenised separately,
+        so the boundary tokens match what the model sees when it generates the completion.
         """
         eos = self.tokenizer.eos_token_id
         out = []
@@ -196,7 +198,8 @@ class InnerLoop:
                 prompt_ids = self.tokenizer(text[0], add_special_tokens=True)["input_ids"]
                 target_ids = self.tokenizer(text[1], add_special_tokens=False)["input_ids"]
                 ids = (prompt_ids + target_ids)[: max_length - 1]
-                n_context = min(len(prompt_ids), len(ids))
+                loss_on_prompt = len(text) > 2 and bool(text[2])
+                n_context = 0 if loss_on_prompt else min(len(prompt_ids), len(ids))
             else:
                 ids = self.tokenizer(text, add_special_tokens=True)["input_ids"][: max_length - 1]
                 n_context = 0

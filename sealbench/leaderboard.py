@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from .compare import CSS, DASH, Run, as_stat, headline, headline_note, load_runs, n_of, page
+from .compare import DASH, Run, headline, headline_note, load_runs, n_of, page
 from .stats import fmt_ci
 
 KNOWLEDGE = "seal_squad_nocontext"

@@ -28,19 +28,19 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import fmean
 
 import torch
 
 from . import knowledge
-from .contenders import Contender, load_contender, with_overrides
+from .contenders import Contender
 from .inner_loop import InnerLoop, TrainConfig, TrainingError, format_prompt, peak_memory_mb
 from .knowledge import Passage
 from .models import LoadedModel
 from .notes import NotesError
-from .runfolder import RunFolder, build_manifest, derive_seed, machine_load, now_iso
+from .runfolder import build_manifest, derive_seed, machine_load, now_iso
 from .runner import RESULTS, KnowledgeConfig, KnowledgeRun, RunError, Unit, _progress
 from .stats import fmt_ci, mean_ci, paired_difference
 

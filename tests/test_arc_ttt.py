@@ -8,7 +8,7 @@ from sealbench.arc import augment as A
 from sealbench.arc.data import mini_task
 from sealbench.arc.grids import answer_text, parse_grid
 from sealbench.arc.self_edit import ArcEditConfig
-from sealbench.arc.ttt import (TTTExample, TTTSettings, build_batch, build_ttt_data, encode_example,
+from sealbench.arc.ttt import (TTTExample, TTTSettings, build_ttt_data,
                                leave_out_tasks, prediction_prompts, score, vote)
 
 G1, G2, G3 = ((1, 0),), ((2, 0),), ((3, 0),)
@@ -48,24 +48,30 @@ def test_ttt_data_augments_dedups_and_caps():
 
 
 def test_output_token_masking(tiny):
-    tok = tiny.tokenizer
+    """TTT texts through the real inner-loop encoding: prompt masked (output-only) or not."""
+    from sealbench.inner_loop import InnerLoop, LoRAConfig
+    from sealbench.arc.ttt import ttt_texts
+    from sealbench.models import tiny_random_model
+
+    loop = InnerLoop(tiny_random_model(seed=2, vocab_from=tiny), LoRAConfig(r=4, alpha=8))
+    tok = loop.tokenizer
     ex = [TTTExample("[1 2] -> [2 1]#\n[3 4] -> ", "[4 3]#", "identity", 1),
           TTTExample("[5] -> ", "[5]#", "identity", 1)]
-    seqs = [encode_example(tok, e) for e in ex]
-    ids, att, labels = build_batch(seqs, tok.pad_token_id, output_only=True)
-    for i, (p, a) in enumerate(seqs):
-        n = len(p) + len(a)
-        assert (labels[i, :len(p)] == -100).all()                       # prompt masked
-        assert labels[i, len(p):n].tolist() == a                          # answer + EOS in the loss
-        assert a[-1] == tok.eos_token_id
+    seqs = loop._encode(ttt_texts(ex, output_only=True), 2048)
+    ids, att, labels = loop._batch(seqs)
+    for i, (full, n_prompt) in enumerate(seqs):
+        prompt = tok(ex[i].prompt)["input_ids"]
+        answer = tok(ex[i].answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        assert full == prompt + answer and n_prompt == len(prompt)      # tokenised apart, as at prediction
+        n = len(full)
+        assert (labels[i, :n_prompt] == -100).all()                       # prompt masked
+        assert labels[i, n_prompt:n].tolist() == answer                   # answer + EOS in the loss
         assert (labels[i, n:] == -100).all() and (att[i, n:] == 0).all()  # padding masked
-        assert tok.decode(a[:-1]) == ex[i].answer
-    _, _, all_labels = build_batch(seqs, tok.pad_token_id, output_only=False)
-    assert all_labels[0, :len(seqs[0][0]) + len(seqs[0][1])].tolist() == seqs[0][0] + seqs[0][1]
-    assert (all_labels[1, len(seqs[1][0]) + len(seqs[1][1]):] == -100).all()
-    # the loss really ignores the prompt: changing prompt labels' targets changes nothing
-    out = tiny.model(input_ids=ids, attention_mask=att, labels=labels).loss
-    assert torch.isfinite(out)
+        assert tok.decode(answer[:-1]) == ex[i].answer
+    all_seqs = loop._encode(ttt_texts(ex, output_only=False), 2048)
+    _, _, all_labels = loop._batch(all_seqs)
+    assert all_labels[0, :len(all_seqs[0][0])].tolist() == all_seqs[0][0]
+    assert (all_labels[1, len(all_seqs[1][0]):] == -100).all()
 
 
 def test_vote_picks_the_majority():

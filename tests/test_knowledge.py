@@ -5,7 +5,7 @@ import pytest
 from sealbench import knowledge
 from sealbench.knowledge import DataError, Passage, Question
 
-from conftest import write_data_dir, MADE_UP
+from conftest import write_data_dir
 
 
 def test_split_drops_chatty_intro_and_splits_on_dashes():

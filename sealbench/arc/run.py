@@ -26,7 +26,7 @@ from ..models import LoadedModel, load_model
 from ..runfolder import RunFolder, build_manifest, derive_seed, machine_load, now_iso
 from ..stats import fmt_ci, mean_ci
 from . import data as D
-from .self_edit import ORACLE, ParsedEdit, check_budget, edit_prompt, parse_config
+from .self_edit import ParsedEdit, check_budget, edit_prompt, parse_config
 from .ttt import TTTSettings, build_ttt_data, predict, score, train_ttt, transforms_of
 
 RESULTS = "results.jsonl"

@@ -22,16 +22,14 @@ A test input is solved if either attempt equals the answer; a task if all its te
 from __future__ import annotations
 
 import itertools
-import math
 import random
-import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 
-from ..inner_loop import InnerLoop, TrainingError, TrainStats, _lr_lambda, _sync
-from .augment import (BY_NAME, GEOMETRIC, IDENTITY, Pair, Transform, dedup, invert_permutation,
+from ..inner_loop import InnerLoop, TrainConfig, TrainingError, TrainStats
+from .augment import (BY_NAME, GEOMETRIC, Pair, Transform, dedup,
                       permute_colors, random_color_permutation, transform_pairs, transforms_for)
 from .grids import Grid, answer_text, fits, parse_grid, task_prompt
 from .self_edit import ArcEditConfig
@@ -125,26 +123,10 @@ def transforms_of(cfg: ArcEditConfig) -> list[Transform]:
 
 
 # ------------------------------------------------------------------------------------ training
-def encode_example(tokenizer, ex: TTTExample) -> tuple[list[int], list[int]]:
-    """(prompt ids, answer ids + EOS): prompt and answer tokenised separately, as at prediction."""
-    p = tokenizer(ex.prompt, add_special_tokens=True)["input_ids"]
-    a = tokenizer(ex.answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return p, a
-
-
-def build_batch(seqs: list[tuple[list[int], list[int]]], pad_id: int, output_only: bool):
-    """Right-padded input_ids, attention mask and labels (-100 on padding, and on prompts if output_only)."""
-    width = max(len(p) + len(a) for p, a in seqs)
-    input_ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(seqs), width), dtype=torch.long)
-    labels = torch.full((len(seqs), width), -100, dtype=torch.long)
-    for i, (p, a) in enumerate(seqs):
-        ids = p + a
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        start = len(p) if output_only else 0
-        labels[i, start: len(ids)] = torch.tensor(ids[start:])
-    return input_ids, attention, labels
+def ttt_texts(examples: list[TTTExample], output_only: bool) -> list[tuple[str, str, bool]]:
+    """InnerLoop training texts: (prompt, answer, loss on the prompt too?). The answer gets EOS
+    appended by the inner loop; prompt and answer are tokenised separately, as at prediction."""
+    return [(e.prompt, e.answer, not output_only) for e in examples]
 
 
 def train_ttt(loop: InnerLoop, examples: list[TTTExample], cfg: ArcEditConfig, settings: TTTSettings,
@@ -152,54 +134,10 @@ def train_ttt(loop: InnerLoop, examples: list[TTTExample], cfg: ArcEditConfig, s
     """Train the loop's current adapter (call `loop.reset` first) on TTT examples per `cfg`."""
     if not examples:
         raise TrainingError("no TTT examples to train on")
-    tok = loop.tokenizer
-    seqs = [encode_example(tok, e) for e in examples]
-    bs = max(1, settings.batch_size)
-    order_rng = random.Random(seed)
-    total_steps = math.ceil(len(seqs) / bs) * cfg.num_train_epochs
-    optimizer = torch.optim.AdamW(loop.trainable, lr=cfg.learning_rate, weight_decay=0.0)
-    schedule = _lr_lambda(settings.lr_schedule, settings.warmup_steps, total_steps)
-    stats = TrainStats(n_sequences=len(seqs))
-    _sync(loop.device)
-    start = time.perf_counter()
-    loop.model.train()
-    grad_mode = torch.is_grad_enabled()
-    torch.set_grad_enabled(True)
-    try:
-        for epoch in range(cfg.num_train_epochs):
-            order = list(range(len(seqs)))
-            order_rng.shuffle(order)
-            epoch_loss, n_batches = 0.0, 0
-            for b in range(0, len(order), bs):
-                input_ids, attention, labels = build_batch([seqs[i] for i in order[b: b + bs]],
-                                                           tok.pad_token_id, cfg.output_tokens_only)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.learning_rate * schedule(stats.steps)
-                loss = loop.model(input_ids=input_ids.to(loop.device), attention_mask=attention.to(loop.device),
-                                  labels=labels.to(loop.device)).loss
-                if not torch.isfinite(loss):
-                    raise TrainingError(f"loss became {loss.item()} at step {stats.steps} (epoch {epoch}); "
-                                        f"learning rate {cfg.learning_rate} is too high")
-                loss.backward()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                value = loss.item()
-                if stats.steps == 0:
-                    stats.first_loss = value
-                stats.last_loss = value
-                stats.steps += 1
-                stats.tokens += int((labels != -100).sum())
-                stats.padded_tokens += attention.numel()
-                epoch_loss += value
-                n_batches += 1
-            stats.epoch_losses.append(epoch_loss / max(n_batches, 1))
-    finally:
-        torch.set_grad_enabled(grad_mode)
-        loop.model.eval()
-        optimizer.zero_grad(set_to_none=True)
-    _sync(loop.device)
-    stats.seconds = time.perf_counter() - start
-    return stats
+    train = TrainConfig(learning_rate=cfg.learning_rate, epochs=cfg.num_train_epochs,
+                        batch_size=max(1, settings.batch_size), max_length=settings.max_length,
+                        lr_schedule=settings.lr_schedule, warmup_steps=settings.warmup_steps)
+    return loop.train(ttt_texts(examples, cfg.output_tokens_only), train, seed=seed)
 
 
 # ------------------------------------------------------------------------------------ prediction
