@@ -109,8 +109,9 @@ def cmd_run(args) -> int:
     total_failed = 0
     for i, job in enumerate(jobs, 1):
         if len(jobs) > 1:
-            say(f"[job {i}/{len(jobs)}] {job.get('task', KNOWLEDGE_TASK)} · {job.get('protocol', 'single')} · "
-                f"{' '.join(job.get('contenders', []))}")
+            task = job.get("task", KNOWLEDGE_TASK)
+            protocol = f" · {job.get('protocol', 'single')}" if task == KNOWLEDGE_TASK else ""
+            say(f"[job {i}/{len(jobs)}] {task}{protocol} · {' '.join(job.get('contenders', []))}")
         try:
             folder, summary, table = run_job(job, args.reports_dir, args.data_dir,
                                              progress=not args.no_progress, announce=say)
