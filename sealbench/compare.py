@@ -33,7 +33,7 @@ from pathlib import Path
 
 from .stats import fmt_ci
 
-METRIC_KEYS = ("accuracy", "pair_solved", "pass_at_2", "solved", "solve_rate", "score", "mean_reward", "reward")
+METRIC_KEYS = ("accuracy", "pairs_solved", "pair_solved", "task_pass2", "pass_at_2", "solved", "solve_rate", "score", "mean_reward", "reward")
 TIMING_COLUMNS = ("generate_s", "train_s", "merge_s", "answer_s", "grade_s", "total_s")
 DASH = "–"
 
