@@ -491,8 +491,14 @@ def rounds_table(runs: list[Run]) -> tuple[Table | None, list[dict]]:
     for r in runs:
         for rd in r.summary.get("rounds") or []:
             if isinstance(rd, dict):
-                long.append({"run_id": r.run_id, **{k: v for k, v in rd.items() if _num(v) is not None
-                                                    or isinstance(v, str)}})
+                row = {"run_id": r.run_id}
+                for k, v in rd.items():
+                    stat = as_stat(v) if isinstance(v, dict) else None
+                    if stat is not None:  # reward stats: "mean [ci_low, ci_high] (n)"
+                        row[k] = fmt_ci(stat) + f" (n={stat.get('n', '?')})"
+                    elif _num(v) is not None or isinstance(v, str):
+                        row[k] = v
+                long.append(row)
     if not long:
         return None, []
     keys = ["run_id"] + sorted({k for row in long for k in row if k != "run_id"},

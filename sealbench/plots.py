@@ -39,6 +39,9 @@ def _safe(name: str) -> str:
 
 
 def _num(x):
+    """A plottable number from a number or a {mean, ci_low, ci_high, n} stat (RL round stats)."""
+    if isinstance(x, dict):
+        x = x.get("mean")
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 

@@ -160,3 +160,18 @@ def test_empty_leaderboard_fails(tmp_path, capsys):
     assert leaderboard_main([str(tmp_path)]) == 2
     assert "leaderboard is empty" in capsys.readouterr().err
     assert not (tmp_path / "leaderboard.html").exists()
+
+
+def test_rl_rounds_with_reward_stats_are_tabulated_and_plotted(reports, tmp_path):
+    """SealTrainer writes rewards as {mean, ci_low, ci_high, n}; tables and plots must read them."""
+    rl = reports / "seal-rl-embedded-0000000000"
+    rl.mkdir()
+    stat = lambda m: {"mean": m, "ci_low": m - 0.05, "ci_high": m + 0.05, "n": 24}  # noqa: E731
+    rounds = [{"round": r, "n_samples": 24, "n_kept": 6, "mean_reward_all": stat(m), "mean_reward_kept": stat(m + 0.1),
+               "edits_per_second": 0.18, "policy_fingerprint": f"fp{r}"} for r, m in ((1, 0.127), (2, 0.24))]
+    (rl / "summary.json").write_text(json.dumps({"kind": "seal-rl", "run_id": rl.name, "model": "embedded",
+                                                 "rounds": rounds, "complete": True}))
+    written = compare(reports, tmp_path / "out")
+    md = Path(written["md"]).read_text()
+    assert "12.7 [7.7, 17.7] (n=24)" in md and "24.0 [19.0, 29.0] (n=24)" in md
+    assert any(Path(p).name == "rl_rewards.png" for p in written["png"])
