@@ -7,6 +7,7 @@ benchmarks/results/rl_throughput_<device>_<date>.json with the per-round breakdo
 inner-loop training, answering, SFT), rewards, device name, torch threads and load.
 
 CPU preset:  python benchmarks/rl_throughput.py --preset cpu --device cpu
+From a run:  python benchmarks/rl_throughput.py --from-run reports/seal-rl-embedded-<hash>
 GPU scale:   PYTHONPATH=. python benchmarks/rl_throughput.py --preset paper --n-passages 20 --repeats 1 --device cuda
 """
 from __future__ import annotations
@@ -44,25 +45,32 @@ def main(argv=None) -> int:
     ap.add_argument("--data-dir", default=os.environ.get("SEALBENCH_DATA_DIR"))
     ap.add_argument("--threads", default="auto")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--from-run", default=None,
+                    help="summarise an existing RL run folder (e.g. reports/seal-rl-...) instead of running")
+    ap.add_argument("--note", default=None, help="free-text note stored in the JSON (e.g. machine load)")
     args = ap.parse_args(argv)
 
     threads = set_threads(args.threads)
-    overrides = dict(model=args.model, device=args.device, n_passages=args.n_passages, k=args.k,
-                     repeats=args.repeats, rounds=args.rounds)
-    config = load_preset(args.preset, **overrides)
-    if args.notes_max_tokens:
-        config.notes.max_new_tokens = args.notes_max_tokens
-    if args.inner_batch_size:
-        config.inner_train.batch_size = args.inner_batch_size
-    if args.inner_epochs:
-        config.inner_train.epochs = args.inner_epochs
-    with tempfile.TemporaryDirectory() as reports:
-        trainer = SealTrainer(config, reports, args.data_dir, progress=True)
-        start = time.perf_counter()
-        trainer.train()
-        wall = time.perf_counter() - start
-        summary = trainer.summary()
-        device = trainer.loaded.device
+    if args.from_run:
+        summary, device, wall, config = _from_run(Path(args.from_run))
+        threads = json.loads((Path(args.from_run) / "manifest.json").read_text())["machine"]["torch_threads"]
+    else:
+        overrides = dict(model=args.model, device=args.device, n_passages=args.n_passages, k=args.k,
+                         repeats=args.repeats, rounds=args.rounds)
+        config = load_preset(args.preset, **overrides)
+        if args.notes_max_tokens:
+            config.notes.max_new_tokens = args.notes_max_tokens
+        if args.inner_batch_size:
+            config.inner_train.batch_size = args.inner_batch_size
+        if args.inner_epochs:
+            config.inner_train.epochs = args.inner_epochs
+        with tempfile.TemporaryDirectory() as reports:
+            trainer = SealTrainer(config, reports, args.data_dir, progress=True)
+            start = time.perf_counter()
+            trainer.train()
+            wall = time.perf_counter() - start
+            summary = trainer.summary()
+            device = trainer.loaded.device
     rounds = []
     for s in summary["rounds"]:
         inner = s["seconds"]["train_s"] + s["seconds"]["answer_s"]
@@ -83,6 +91,13 @@ def main(argv=None) -> int:
         "versions": package_versions(), "wall_seconds": wall,
         "seconds_per_round": wall / len(rounds) if rounds else None, "rounds": rounds,
     }
+    if args.from_run:  # the run's own machine record, not this process's
+        manifest = json.loads((Path(args.from_run) / "manifest.json").read_text())
+        result.update(machine=manifest["machine"], device_name=manifest["device_name"],
+                      versions=manifest["versions"], source_run=Path(args.from_run).name,
+                      wall_seconds_note="sum of the rounds' phase seconds (notes, train, answer, SFT)")
+    if args.note:
+        result["note"] = args.note
     print(rl_table(summary))
     print("| round | inner-loop edits | edits/s | s/edit | notes s | train s | answer s | SFT s |")
     print("|---|---|---|---|---|---|---|---|")
@@ -100,6 +115,19 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {path}")
     return 0
+
+
+def _from_run(folder: Path):
+    """(summary, device, wall seconds, config) of a finished RL run folder."""
+    from sealbench.rl import config_from_dict
+
+    summary = json.loads((folder / "summary.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    raw = {k: v for k, v in summary["config"].items() if k not in ("kind", "passage_ids")}
+    config = config_from_dict(raw)
+    rounds = summary["rounds"]
+    wall = sum(sum(r["seconds"].values()) + r["sft"].get("train", {}).get("seconds", 0.0) for r in rounds)
+    return summary, manifest["device"], wall, config
 
 
 if __name__ == "__main__":
