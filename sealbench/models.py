@@ -154,18 +154,23 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         del model.config.quantization_config
     model.hf_quantizer = None
     _fix_tokenizer(tokenizer, model.config)
+    import shutil
+
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    fingerprint = _hash_files(list(tmp.glob("*.safetensors")))
-    (tmp / "sealbench.json").write_text(json.dumps(
-        {"converted_from": str(gguf_path), "fingerprint": fingerprint}, indent=2))
-    if out_dir.exists():  # another process won the race; keep theirs
-        import shutil
-        shutil.rmtree(tmp)
-    else:
-        tmp.rename(out_dir)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        fingerprint = _hash_files(list(tmp.glob("*.safetensors")))
+        (tmp / "sealbench.json").write_text(json.dumps(
+            {"converted_from": str(gguf_path), "fingerprint": fingerprint}, indent=2))
+        if out_dir.exists():  # another process won the race; keep theirs
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(out_dir)
+    finally:
+        if tmp.exists():  # a failed conversion leaves no half-written cache behind
+            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
