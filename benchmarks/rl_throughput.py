@@ -121,7 +121,11 @@ def _from_run(folder: Path):
     """(summary, device, wall seconds, config) of a finished RL run folder."""
     from sealbench.rl import config_from_dict
 
-    summary = json.loads((folder / "summary.json").read_text())
+    if (folder / "summary.json").exists():
+        summary = json.loads((folder / "summary.json").read_text())
+    else:  # a run still going: its finished rounds
+        summary = {"config": json.loads((folder / "config.json").read_text()),
+                   "rounds": [json.loads(p.read_text()) for p in sorted(folder.glob("round_*/stats.json"))]}
     manifest = json.loads((folder / "manifest.json").read_text())
     raw = {k: v for k, v in summary["config"].items() if k not in ("kind", "passage_ids")}
     config = config_from_dict(raw)
