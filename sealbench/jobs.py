@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import fields
 from pathlib import Path
 
-import yaml
-
 from .inner_loop import LoRAConfig, TrainConfig
+from .presets import read_preset
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets" / "all"
 KNOWLEDGE_TASK = "seal_squad_nocontext"
@@ -31,13 +30,10 @@ class JobError(ValueError):
 
 
 def load_all_preset(name_or_path: str) -> list[dict]:
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PRESETS_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        names = ", ".join(p.stem for p in sorted(PRESETS_DIR.glob("*.yaml")))
-        raise JobError(f"unknown preset {name_or_path!r}; available: {names}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    try:
+        path, raw = read_preset(PRESETS_DIR, name_or_path, "preset")
+    except ValueError as err:
+        raise JobError(str(err)) from None
     defaults, jobs = raw.get("defaults", {}), raw.get("jobs", [])
     if not jobs:
         raise JobError(f"{path} lists no jobs")

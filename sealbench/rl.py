@@ -30,14 +30,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import fmean
 
-import yaml
-
 from . import knowledge
 from .contenders import NotesSpec
 from .inner_loop import InnerLoop, LoRAConfig, TrainConfig, TrainingError, format_prompt
 from .knowledge import Passage
 from .models import LoadedModel, load_model
 from .notes import sample_self_notes
+from .presets import read_preset
 from .runfolder import RunFolder, build_manifest, derive_seed, now_iso, write_json_atomic
 from .stats import mean_ci
 
@@ -78,13 +77,7 @@ class RLConfig:
 
 def load_preset(name_or_path: str, **overrides) -> RLConfig:
     """An RL preset by name (presets/seal_rl/<name>.yaml) or path, with overrides applied."""
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = PRESETS_DIR / f"{name_or_path}.yaml"
-    if not path.exists():
-        names = ", ".join(p.stem for p in sorted(PRESETS_DIR.glob("*.yaml")))
-        raise ValueError(f"unknown SEAL RL preset {name_or_path!r}; available: {names}")
-    raw = yaml.safe_load(path.read_text()) or {}
+    _, raw = read_preset(PRESETS_DIR, name_or_path, "SEAL RL preset")
     raw.update({k: v for k, v in overrides.items() if v is not None})
     return config_from_dict(raw)
 
