@@ -172,6 +172,8 @@ def _add_train_seal(sub) -> None:
     p.add_argument("--repeats", type=int, default=None, help="inner-loop seeds per reward")
     p.add_argument("--rounds", type=int, default=None)
     p.add_argument("--keep", default=None, choices=["top1", "beats-passage"])
+    p.add_argument("--heldout-passages", type=int, default=None,
+                   help="SEAL evaluation passages scored after every round (round 0 = starting model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
@@ -190,7 +192,7 @@ def cmd_train_seal(args) -> int:
     try:
         config = load_preset(args.preset, model=args.model, n_passages=args.n_passages, k=args.k,
                              repeats=args.repeats, rounds=args.rounds, keep=args.keep, seed=args.seed,
-                             device=args.device, dtype=args.dtype)
+                             heldout_passages=args.heldout_passages, device=args.device, dtype=args.dtype)
     except (ValueError, TypeError) as err:
         raise UserError(str(err)) from None
     trainer = SealTrainer(config, args.reports_dir, args.data_dir, progress=not args.no_progress)

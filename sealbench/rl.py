@@ -19,6 +19,9 @@ passage's baseline) is a row, so a killed run resumes at the unit it stopped in:
     round_1/kept.jsonl       the selected (prompt, notes) pairs
     round_1/policy_adapter.safetensors + policy.json   the SFT adapter, its fingerprint, SFT losses
     round_1/stats.json       reward statistics of the round
+    round_R/heldout.jsonl    (heldout_passages > 0) the policy after round R -- round_0: the starting
+                             model -- writes one note per held-out evaluation passage, an adapter is
+                             trained on it and graded: accuracy per round, paired against round 0
     summary.json             all rounds
 """
 from __future__ import annotations
@@ -38,7 +41,7 @@ from .models import LoadedModel, load_model
 from .notes import sample_self_notes
 from .presets import read_preset
 from .runfolder import RunFolder, build_manifest, derive_seed, now_iso, write_json_atomic
-from .stats import mean_ci
+from .stats import fmt_ci, mean_ci, paired_difference
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets" / "seal_rl"
 KEEP_RULES = ("top1", "beats-passage")
@@ -53,6 +56,7 @@ class RLConfig:
     repeats: int = 3                  # inner-loop seeds averaged into one reward
     rounds: int = 2
     keep: str = "top1"
+    heldout_passages: int = 0         # SEAL eval passages scored after every round (0: none)
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
@@ -73,6 +77,8 @@ class RLConfig:
         for name in ("n_passages", "k", "repeats", "rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RL config: {name} must be >= 1 (got {getattr(self, name)})")
+        if self.heldout_passages < 0:
+            raise ValueError(f"RL config: heldout_passages must be >= 0 (got {self.heldout_passages})")
 
 
 def load_preset(name_or_path: str, **overrides) -> RLConfig:
@@ -131,7 +137,10 @@ class SealTrainer:
         self.data = data
         self.progress = progress
         self.passages = knowledge.load_passages(config.split, data)[: config.n_passages]
-        self.resolved = {"kind": "seal-rl", **asdict(config), "passage_ids": [p.id for p in self.passages]}
+        # Held-out passages come from SEAL's evaluation set (SQuAD dev), never from the RL pool.
+        self.heldout = knowledge.seal_eval_passages(config.heldout_passages, data) if config.heldout_passages else []
+        self.resolved = {"kind": "seal-rl", **asdict(config), "passage_ids": [p.id for p in self.passages],
+                         "heldout_passage_ids": [p.id for p in self.heldout]}
         self.folder = RunFolder.for_config(reports_dir, f"seal-rl-{config.model}", self.resolved)
         from .grading import get_grader
 
@@ -146,12 +155,14 @@ class SealTrainer:
         self.fingerprint = self.loaded.fingerprint
         if not (self.folder.path / "manifest.json").exists():
             self.folder.write_manifest(build_manifest(self.resolved, self.loaded.describe(), self.loaded.device))
+        self._evaluate_heldout(0)
         for r in range(1, self.config.rounds + 1):
             rdir = self.folder.path / f"round_{r}"
             rdir.mkdir(exist_ok=True)
             if not (rdir / "policy.json").exists():
                 self._run_round(r, rdir)
             self._apply_policy(rdir)
+            self._evaluate_heldout(r)
         self._write_summary()
         return self.loaded
 
@@ -215,13 +226,14 @@ class SealTrainer:
         bar.close()
         return cached
 
-    def _reward(self, loop: InnerLoop, passage: Passage, texts: list[str], key: str) -> tuple[float, list[float], dict]:
-        """Mean adapted accuracy over `repeats` seeds of training on `texts`."""
+    def _reward(self, loop: InnerLoop, passage: Passage, texts: list[str], key: str,
+                repeats: int | None = None) -> tuple[float, list[float], dict]:
+        """Mean adapted accuracy over `repeats` seeds (default: the config's) of training on `texts`."""
         cfg = self.config
         accs, seconds = [], {"train_s": 0.0, "answer_s": 0.0}
         prompts = [format_prompt(loop.tokenizer, knowledge.answer_prompt(passage, q), cfg.answer_style)
                    for q in passage.questions]
-        for rep in range(cfg.repeats):
+        for rep in range(repeats or cfg.repeats):
             seed = derive_seed(cfg.seed, key, rep)
             loop.reset(seed)
             try:
@@ -269,6 +281,52 @@ class SealTrainer:
                 done[p.id] = row
         return {k: v["reward"] for k, v in done.items()}
 
+    # -- held-out evaluation --------------------------------------------------------------
+    def _evaluate_heldout(self, r: int) -> None:
+        """Score the current policy on the held-out passages: one sampled note per passage, an
+        adapter trained on note + passage, closed-book answers graded. The note's sampling seed and
+        the adapter's seed depend on the passage only, so rounds differ only by the policy."""
+        if not self.heldout:
+            return
+        cfg, name = self.config, f"round_{r}/heldout.jsonl"
+        (self.folder.path / f"round_{r}").mkdir(exist_ok=True)
+        done = self.folder.latest_by_key(name)
+        todo = [p for p in self.heldout if p.questions and p.id not in done]
+        if not todo:
+            return
+        loop = InnerLoop(self.loaded, cfg.inner_lora)
+        spec = NotesSpec(**{**asdict(cfg.notes), "k": 1})
+        bar = _bar(len(self.heldout), f"round {r} held-out", self.progress)
+        bar.update(len(self.heldout) - len(todo))
+        for p in todo:
+            t = time.perf_counter()
+            text = sample_self_notes(loop, [p], spec, cfg.notes_style, seed=derive_seed(cfg.seed, "heldout", p.id))[0][0]
+            generate_s = time.perf_counter() - t
+            reward, _, seconds = self._reward(loop, p, knowledge.training_texts(p, [text], cfg.notes.prompt),
+                                              f"heldout|{p.id}", repeats=1)
+            self.folder.append(name, {"key": p.id, "passage_id": p.id, "text": text, "accuracy": reward,
+                                      "seconds": {**seconds, "generate_s": generate_s}})
+            bar.update(1)
+        bar.close()
+
+    def _heldout_stats(self) -> list[dict]:
+        """Per evaluated round: held-out accuracy (mean over passages, 95% CI) and Δ vs round 0."""
+        out, first = [], None
+        for r in range(0, self.config.rounds + 1):
+            rows = self.folder.latest_by_key(f"round_{r}/heldout.jsonl")
+            acc = {p.id: rows[p.id]["accuracy"] for p in self.heldout if p.id in rows}
+            if not acc or len(acc) < len([p for p in self.heldout if p.questions]):
+                continue
+            entry = {"round": r, "accuracy": mean_ci(list(acc.values()), seed=self.config.seed)}
+            if first is None:
+                first = acc
+            else:
+                common = sorted(set(acc) & set(first))
+                entry["vs_round_0"] = paired_difference([acc[k] for k in common], [first[k] for k in common],
+                                                        seed=self.config.seed)
+            out.append(entry)
+        return out
+
     # -- policy update --------------------------------------------------------------------
     def _sft(self, r: int, rdir: Path, pairs: list[dict]) -> dict:
         """LoRA SFT of the policy on the kept pairs (loss on the notes only); save the adapter."""
@@ -312,8 +370,16 @@ class SealTrainer:
             path = self.folder.path / f"round_{r}" / "stats.json"
             if path.exists():
                 rounds.append(json.loads(path.read_text()))
+        heldout = self._heldout_stats()
+        for entry in heldout:  # the per-round table (compare, plots) reads it from each round
+            for rd in rounds:
+                if rd["round"] == entry["round"]:
+                    rd["heldout_accuracy"] = entry["accuracy"]
+                    if "vs_round_0" in entry:
+                        rd["heldout_vs_round_0"] = entry["vs_round_0"]
         summary = {"kind": "seal-rl", "run_id": self.folder.path.name, "model": self.config.model,
-                   "config": self.resolved, "rounds": rounds, "policy_fingerprint": self.fingerprint,
+                   "config": self.resolved, "rounds": rounds, "heldout": heldout,
+                   "policy_fingerprint": self.fingerprint,
                    "complete": len(rounds) == self.config.rounds, "written": now_iso()}
         write_json_atomic(self.folder.path / "summary.json", summary)
 
@@ -330,9 +396,18 @@ def rl_table(summary: dict) -> str:
     for s in summary.get("rounds", []):
         sft = s.get("sft", {})
         loss = (f"{sft['loss_before']:.3f} → {sft['loss_after']:.3f}" if "loss_before" in sft else "–")
-        from .stats import fmt_ci
         lines.append(f"| {s['round']} | {s['n_samples']} | {s['n_kept']} | {fmt_ci(s['mean_reward_all'])} | "
                      f"{fmt_ci(s['mean_reward_kept'])} | {loss} | {s['policy_fingerprint']} |")
+    heldout = summary.get("heldout") or []
+    if heldout:
+        lines += ["", "Held-out evaluation passages (one note from the policy per passage, adapter trained, "
+                      "graded; round 0 = the starting model):", "",
+                  "| after round | accuracy % [95% CI] | n passages | Δ vs round 0 (points) | p |", "|---|---|---|---|---|"]
+        for h in heldout:
+            d = h.get("vs_round_0")
+            delta = f"{d['mean'] * 100:+.1f} [{d['ci_low'] * 100:+.1f}, {d['ci_high'] * 100:+.1f}]" if d else "–"
+            p = f"{d['p_value']:.2f}" if d else "–"
+            lines.append(f"| {h['round']} | {fmt_ci(h['accuracy'])} | {h['accuracy']['n']} | {delta} | {p} |")
     return "\n".join(lines) + "\n"
 
 

@@ -160,6 +160,17 @@ class KnowledgeRun:
         trainer = SealTrainer(rl_config, self.folder.path.parent, self.data, progress=self.progress)
         return trainer.train()
 
+    def _rl_summaries(self) -> dict:
+        """Per policy contender: its RL run's per-round rewards and held-out accuracies."""
+        from .rl import SealTrainer
+
+        out = {}
+        for name, rl_config in self.rl_configs.items():
+            rl = SealTrainer(rl_config, self.folder.path.parent, self.data, progress=False).summary()
+            if rl:
+                out[name] = {"run_id": rl["run_id"], "rounds": rl.get("rounds", []), "heldout": rl.get("heldout", [])}
+        return out
+
     def _execute_on(self, loop: InnerLoop, todo: list[Unit], policy_fingerprint: str | None = None) -> None:
         edits = self._self_edits(loop, todo)
         bar = _progress(len(todo), "units", self.progress)
@@ -320,6 +331,9 @@ class KnowledgeRun:
             manifest = json.loads(manifest_path.read_text())
             summary["model_fingerprint"] = manifest["model"]["fingerprint"]
             summary["device_name"] = manifest.get("device_name")
+        rl = self._rl_summaries()
+        if rl:
+            summary["seal_rl"] = rl
         if complete:
             self.folder.write_summary(summary, knowledge_table(summary))
         return summary

@@ -110,6 +110,10 @@ def knowledge_table(summary: dict) -> str:
     for other, d in summary.get("paired_seal_vs", {}).items():
         lines.append(f"\nseal − {other}: {d['mean'] * 100:+.1f} points [{d['ci_low'] * 100:+.1f}, "
                      f"{d['ci_high'] * 100:+.1f}], paired over {d['n']} passages, p={d['p_value']:.2f}")
+    for name, rl in summary.get("seal_rl", {}).items():
+        from .rl import rl_table
+
+        lines += ["", f"RL run of `{name}` ({rl['run_id']}):", "", rl_table(rl).rstrip()]
     lines.append("")
     lines.append("Accuracy = mean over passages of per-passage accuracy (SEAL's metric); CIs: 95% "
                  "bootstrap over passages; Δ: paired over common passages, sign-flip permutation p.")

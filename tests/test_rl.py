@@ -126,6 +126,36 @@ def test_resume_after_a_kill_skips_finished_units(tmp_path, monkeypatch):
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 4
 
 
+def test_heldout_accuracy_is_scored_after_every_round_and_paired_with_round_0(tmp_path):
+    from sealbench.models import tiny_random_model
+    from sealbench.rl import rl_table
+
+    data = write_data_dir(tmp_path / "data", [MADE_UP, MADE_UP_2])
+    tiny = tiny_random_model(seed=0)
+    tiny.model.save_pretrained(tmp_path / "tinymodel")
+    tiny.tokenizer.save_pretrained(tmp_path / "tinymodel")
+    cfg = tiny_config(model=str(tmp_path / "tinymodel"), heldout_passages=2)
+    trainer = SealTrainer(cfg, tmp_path / "reports", str(data), progress=False)
+    trainer.train()
+    for r in (0, 1):
+        rows = [json.loads(l) for l in (trainer.folder.path / f"round_{r}" / "heldout.jsonl").read_text().splitlines()]
+        assert sorted(row["passage_id"] for row in rows) == sorted(p.id for p in trainer.heldout)
+        assert all(0.0 <= row["accuracy"] <= 1.0 and isinstance(row["text"], str) for row in rows)
+    summary = trainer.summary()
+    assert [h["round"] for h in summary["heldout"]] == [0, 1]
+    assert summary["heldout"][0]["accuracy"]["n"] == 2 and "vs_round_0" not in summary["heldout"][0]
+    assert summary["heldout"][1]["vs_round_0"]["n"] == 2
+    assert summary["rounds"][0]["heldout_accuracy"] == summary["heldout"][1]["accuracy"]
+    table = rl_table(summary)
+    assert "Held-out" in table and "| 0 |" in table
+    # Resume: nothing is re-scored.
+    before = (trainer.folder.path / "round_1" / "heldout.jsonl").read_text()
+    SealTrainer(cfg, tmp_path / "reports", str(data), progress=False).train()
+    assert (trainer.folder.path / "round_1" / "heldout.jsonl").read_text() == before
+    with pytest.raises(ValueError, match="heldout_passages"):
+        tiny_config(heldout_passages=-1)
+
+
 def test_seal_contender_trains_then_reuses_its_policy(tmp_path):
     data = write_data_dir(tmp_path / "data", [MADE_UP, MADE_UP_2])
     from sealbench.models import tiny_random_model
@@ -144,6 +174,9 @@ def test_seal_contender_trains_then_reuses_its_policy(tmp_path):
     fingerprint = json.loads((rl_folders[0] / "round_1" / "policy.json").read_text())["fingerprint"]
     assert len(seal_rows) == 2 and all(r["policy_fingerprint"] == fingerprint for r in seal_rows)
     assert "self-notes" in summary["paired_seal_vs"]
+    assert summary["seal_rl"]["seal"]["run_id"] == rl_folders[0].name
+    assert [rd["round"] for rd in summary["seal_rl"]["seal"]["rounds"]] == [1]
+    assert "RL run of `seal`" in (run.folder.path / "summary.md").read_text()
     mtime = (rl_folders[0] / "round_1" / "policy.json").stat().st_mtime
     # A second evaluation run with another seed reuses the cached policy of the same RL config? No:
     # the RL config includes the seed. The same run config resumes and retrains nothing.
