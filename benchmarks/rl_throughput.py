@@ -127,7 +127,7 @@ def _from_run(folder: Path):
         summary = {"config": json.loads((folder / "config.json").read_text()),
                    "rounds": [json.loads(p.read_text()) for p in sorted(folder.glob("round_*/stats.json"))]}
     manifest = json.loads((folder / "manifest.json").read_text())
-    raw = {k: v for k, v in summary["config"].items() if k not in ("kind", "passage_ids")}
+    raw = {k: v for k, v in summary["config"].items() if k not in ("kind", "passage_ids", "heldout_passage_ids")}
     config = config_from_dict(raw)
     rounds = summary["rounds"]
     wall = sum(sum(r["seconds"].values()) + r["sft"].get("train", {}).get("seconds", 0.0) for r in rounds)

@@ -69,10 +69,32 @@ def _add_run(sub) -> None:
                    help="answer prompt as SEAL's plain text (default), or inside the chat template")
     p.add_argument("--notes-style", default=None, choices=["plain", "chat", "auto"],
                    help="self-edit prompt style (default auto: chat template when the model has one)")
+    p.add_argument("--arc", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="ARC tasks: run settings, e.g. tasks=challenges.json:solutions.json n_tasks=4 "
+                        "budget=cpu policy_model=DIR rl_tasks=seal-train ttt.cap=64 (see docs/arc.md)")
     p.add_argument("--threads", default="auto",
                    help="torch CPU threads; auto = all cores when the machine is idle, fewer when busy")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+
+
+def _arc_settings(pairs: list[str] | None, k: int | None) -> dict | None:
+    """`--arc a=1 ttt.cap=64` -> {"a": 1, "ttt": {"cap": 64}} (values read as YAML scalars)."""
+    import yaml
+
+    out: dict = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--arc expects KEY=VALUE, got {pair!r}")
+        *parents, leaf = key.split(".")
+        node = out
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = yaml.safe_load(value)
+    if k is not None:
+        out.setdefault("k", k)
+    return out or None
 
 
 def _job_from_args(args) -> dict:
@@ -83,6 +105,10 @@ def _job_from_args(args) -> dict:
            "max_statements": args.max_statements, "seal_preset": args.seal_preset, "epochs": args.epochs,
            "lr": args.lr, "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
            "answer_style": args.answer_style, "notes_style": args.notes_style}
+    if args.task in ("seal_arc_fewshot", "seal_arc_mini"):
+        job["arc"] = _arc_settings(args.arc, job.pop("k"))
+    elif args.arc:
+        raise UserError("--arc applies to the ARC tasks (seal_arc_fewshot, seal_arc_mini) only")
     if job["n_passages"] is not None and job["n_passages"] < 1:
         raise UserError("--n-passages must be at least 1")
     return {k: v for k, v in job.items() if v is not None}

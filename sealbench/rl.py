@@ -1,6 +1,11 @@
-"""SEAL's outer loop (ReST-EM) for knowledge incorporation (docs/DESIGN.md §3).
+"""SEAL's outer loop (ReST-EM), one loop for both task families (docs/DESIGN.md §3).
 
-One round:
+`OuterLoop` is the family-independent part: rounds, the keep rule, SFT of the policy on the kept
+(prompt -> self-edit) pairs, merging, artifacts and resume. A family supplies how self-edits are
+sampled and rewarded: `SealTrainer` below (knowledge incorporation: notes -> adapted accuracy) and
+`sealbench.arc.rl.ArcSealTrainer` (ARC: JSON TTT configs -> task solved).
+
+One knowledge round:
   1. sample k self-edits (notes) per training passage from the current policy;
   2. reward each by the inner loop: train a fresh adapter on notes + passage on top of the policy,
      answer the passage's questions closed-book, grade; average over `repeats` seeds;
@@ -44,7 +49,7 @@ from .runfolder import RunFolder, build_manifest, derive_seed, now_iso, write_js
 from .stats import fmt_ci, mean_ci, paired_difference
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets" / "seal_rl"
-KEEP_RULES = ("top1", "beats-passage")
+KEEP_RULES = ("top1", "beats-passage", "all-correct")
 
 
 @dataclass
@@ -109,42 +114,41 @@ def config_from_dict(raw: dict) -> RLConfig:
 
 # ---------------------------------------------------------------------------------- keep rule
 def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: str) -> list[dict]:
-    """The kept samples: best mean reward per passage (ties -> lowest sample index).
+    """The kept samples. Samples are dicts with item_id, sample, reward.
 
-    `beats-passage` additionally requires the best reward to exceed that passage's passage-only
-    reward. Samples are dicts with passage_id, sample, reward.
+    `top1` (SEAL, knowledge): the best mean reward per item (ties -> lowest sample index).
+    `beats-passage`: the same, but only where it beats that item's passage-only reward (`baselines`).
+    `all-correct` (SEAL, ARC): every sample with reward 1 (the task was solved).
     """
+    ordered = sorted(samples, key=lambda s: (s["item_id"], s["sample"]))
+    if rule == "all-correct":
+        return [s for s in ordered if s["reward"] >= 1.0]
     best: dict[str, dict] = {}
-    for s in sorted(samples, key=lambda s: (s["passage_id"], s["sample"])):
-        if s["passage_id"] not in best or s["reward"] > best[s["passage_id"]]["reward"]:
-            best[s["passage_id"]] = s
+    for s in ordered:
+        if s["item_id"] not in best or s["reward"] > best[s["item_id"]]["reward"]:
+            best[s["item_id"]] = s
     kept = list(best.values())
     if rule == "beats-passage":
         if baselines is None:
             raise ValueError("keep rule beats-passage needs passage-only baselines")
-        kept = [s for s in kept if s["reward"] > baselines[s["passage_id"]]]
+        kept = [s for s in kept if s["reward"] > baselines[s["item_id"]]]
     elif rule != "top1":
         raise ValueError(f"unknown keep rule {rule!r}")
     return kept
 
 
 # ---------------------------------------------------------------------------------- the loop
-class SealTrainer:
-    def __init__(self, config: RLConfig, reports_dir: str | Path = "reports", data: str | None = None,
-                 progress: bool = True):
-        config.validate()
-        self.config = config
-        self.data = data
-        self.progress = progress
-        self.passages = knowledge.load_passages(config.split, data)[: config.n_passages]
-        # Held-out passages come from SEAL's evaluation set (SQuAD dev), never from the RL pool.
-        self.heldout = knowledge.seal_eval_passages(config.heldout_passages, data) if config.heldout_passages else []
-        self.resolved = {"kind": "seal-rl", **asdict(config), "passage_ids": [p.id for p in self.passages],
-                         "heldout_passage_ids": [p.id for p in self.heldout]}
-        self.folder = RunFolder.for_config(reports_dir, f"seal-rl-{config.model}", self.resolved)
-        from .grading import get_grader
+class OuterLoop:
+    """ReST-EM rounds over a family's items; subclasses set `self.config` (with model, device,
+    dtype, seed, rounds, keep, inner_lora, sft_lora, sft_train), `self.resolved` and `self.folder`,
+    and implement `_score_samples` and `_policy_prompt`."""
 
-        self.grader = get_grader(config.grader)
+    config: object
+    resolved: dict
+    folder: RunFolder
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
         self.loaded: LoadedModel | None = None
         self.fingerprint = ""
 
@@ -174,28 +178,128 @@ class SealTrainer:
     def _run_round(self, r: int, rdir: Path) -> None:
         cfg = self.config
         loop = InnerLoop(self.loaded, cfg.inner_lora)
-        notes = self._notes(r, loop)
+        samples = self._score_samples(r, loop)
         baselines = self._baselines(r, loop) if cfg.keep == "beats-passage" else None
-        samples = self._rewards(r, loop, notes)
         kept = select_kept(samples, baselines, cfg.keep)
-        by_id = {p.id: p for p in self.passages}
-        pairs = [{"key": s["key"], "passage_id": s["passage_id"], "reward": s["reward"],
-                  "prompt": self._notes_prompt(loop, by_id[s["passage_id"]]), "completion": s["text"]}
-                 for s in kept]
+        pairs = [{"key": s["key"], "item_id": s["item_id"], "reward": s["reward"],
+                  "prompt": self._policy_prompt(loop, s["item_id"]), "completion": s["text"]} for s in kept]
         write_jsonl_atomic(rdir / "kept.jsonl", pairs)
         policy = self._sft(r, rdir, pairs)
         rewards = [s["reward"] for s in samples]
+        phases = sorted({k for s in samples for k in s["seconds"]})
         stats = {
-            "round": r, "n_passages": len(self.passages), "n_samples": len(samples),
+            "round": r, "n_items": len({s["item_id"] for s in samples}), "n_samples": len(samples),
             "n_kept": len(kept), "mean_reward_all": mean_ci(rewards, seed=cfg.seed),
             "mean_reward_kept": mean_ci([s["reward"] for s in kept], seed=cfg.seed),
             "mean_passage_baseline": mean_ci(list(baselines.values()), seed=cfg.seed) if baselines else None,
             "policy_fingerprint": policy["fingerprint"], "sft": policy["sft"],
-            "seconds": {k: round(sum(s["seconds"].get(k, 0.0) for s in samples), 2)
-                        for k in ("generate_s", "train_s", "answer_s")},
+            "seconds": {k: round(sum(s["seconds"].get(k, 0.0) for s in samples), 2) for k in phases},
         }
-        stats["edits_per_second"] = len(samples) * cfg.repeats / max(1e-9, sum(stats["seconds"].values()))
+        runs = len(samples) * getattr(cfg, "repeats", 1)
+        stats["edits_per_second"] = runs / max(1e-9, sum(stats["seconds"].values()))
         write_json_atomic(rdir / "stats.json", stats)
+
+    def _score_samples(self, r: int, loop: InnerLoop) -> list[dict]:
+        """Sample and reward this round's self-edits: rows with key, item_id, sample, text, reward, seconds."""
+        raise NotImplementedError
+
+    def _policy_prompt(self, loop: InnerLoop, item_id: str) -> str:
+        """The exact prompt the policy saw when writing a self-edit for `item_id` (the SFT input)."""
+        raise NotImplementedError
+
+    def _baselines(self, r: int, loop: InnerLoop) -> dict[str, float]:
+        raise ValueError(f"keep rule beats-passage is not available for {type(self).__name__}")
+
+    def _evaluate_heldout(self, r: int) -> None:
+        """Score the policy after round r on held-out items (families that have them)."""
+
+    def _heldout_stats(self) -> list[dict]:
+        return []
+
+    # -- policy update --------------------------------------------------------------------
+    def _sft(self, r: int, rdir: Path, pairs: list[dict]) -> dict:
+        """LoRA SFT of the policy on the kept pairs (loss on the notes only); save the adapter."""
+        from safetensors.torch import save_file
+
+        cfg = self.config
+        sft = InnerLoop(self.loaded, cfg.sft_lora)
+        sft.reset(derive_seed(cfg.seed, "sft", r))
+        texts = [(p["prompt"], p["completion"]) for p in pairs if p["completion"].strip()]
+        info = {"n_pairs": len(texts)}
+        if texts:
+            info["loss_before"] = sft.loss_on(texts)
+            stats = sft.train(texts, cfg.sft_train, seed=derive_seed(cfg.seed, "sft-order", r))
+            info["loss_after"] = sft.loss_on(texts)
+            info["train"] = stats.to_dict()
+        state = {k: v.contiguous().cpu() for k, v in sft.adapter_state().items()}
+        save_file(state, str(rdir / "policy_adapter.safetensors"))
+        digest = hashlib.sha256((rdir / "policy_adapter.safetensors").read_bytes()).hexdigest()
+        fingerprint = hashlib.sha256((self.fingerprint + digest).encode()).hexdigest()[:16]
+        policy = {"round": r, "fingerprint": fingerprint, "parent_fingerprint": self.fingerprint,
+                  "sft": info, "written": now_iso()}
+        # policy.json marks the round finished; it is written last so a kill before it redoes SFT.
+        write_json_atomic(rdir / "policy.json", policy)
+        return policy
+
+    def _apply_policy(self, rdir: Path) -> None:
+        """Merge a finished round's adapter into the weights (same tensors -> same merged weights)."""
+        from safetensors.torch import load_file
+
+        policy = json.loads((rdir / "policy.json").read_text())
+        sft = InnerLoop(self.loaded, self.config.sft_lora)
+        sft.load_adapter_state(load_file(str(rdir / "policy_adapter.safetensors")))
+        sft.merge_into_base()
+        self.fingerprint = policy["fingerprint"]
+        self.loaded.fingerprint = self.fingerprint
+        self.loaded.name = f"{self.loaded.name}+seal-r{policy['round']}"
+
+    def _write_summary(self) -> None:
+        rounds = []
+        for r in range(1, self.config.rounds + 1):
+            path = self.folder.path / f"round_{r}" / "stats.json"
+            if path.exists():
+                rounds.append(json.loads(path.read_text()))
+        heldout = self._heldout_stats()
+        for entry in heldout:  # the per-round table (compare, plots) reads it from each round
+            for rd in rounds:
+                if rd["round"] == entry["round"]:
+                    rd["heldout_accuracy"] = entry["accuracy"]
+                    if "vs_round_0" in entry:
+                        rd["heldout_vs_round_0"] = entry["vs_round_0"]
+        summary = {"kind": self.resolved["kind"], "run_id": self.folder.path.name, "model": self.config.model,
+                   "config": self.resolved, "rounds": rounds, "heldout": heldout,
+                   "policy_fingerprint": self.fingerprint,
+                   "complete": len(rounds) == self.config.rounds, "written": now_iso()}
+        write_json_atomic(self.folder.path / "summary.json", summary)
+
+
+class SealTrainer(OuterLoop):
+    """ReST-EM for knowledge incorporation: notes per RL-pool passage, reward = adapted accuracy."""
+
+    def __init__(self, config: RLConfig, reports_dir: str | Path = "reports", data: str | None = None,
+                 progress: bool = True):
+        super().__init__(progress)
+        config.validate()
+        if config.keep == "all-correct":
+            raise ValueError("keep rule all-correct is for ARC; knowledge uses top1 or beats-passage")
+        self.config = config
+        self.data = data
+        self.passages = knowledge.load_passages(config.split, data)[: config.n_passages]
+        # Held-out passages come from SEAL's evaluation set (SQuAD dev), never from the RL pool.
+        self.heldout = knowledge.seal_eval_passages(config.heldout_passages, data) if config.heldout_passages else []
+        self.resolved = {"kind": "seal-rl", **asdict(config), "passage_ids": [p.id for p in self.passages],
+                         "heldout_passage_ids": [p.id for p in self.heldout]}
+        self.folder = RunFolder.for_config(reports_dir, f"seal-rl-{config.model}", self.resolved)
+        from .grading import get_grader
+
+        self.grader = get_grader(config.grader)
+
+    def _score_samples(self, r: int, loop: InnerLoop) -> list[dict]:
+        return self._rewards(r, loop, self._notes(r, loop))
+
+    def _policy_prompt(self, loop: InnerLoop, item_id: str) -> str:
+        passage = next(p for p in self.passages if p.id == item_id)
+        return self._notes_prompt(loop, passage)
 
     def _notes_prompt(self, loop: InnerLoop, passage: Passage) -> str:
         return format_prompt(loop.tokenizer, knowledge.self_edit_prompt(passage, self.config.notes.prompt),
@@ -262,7 +366,8 @@ class SealTrainer:
             texts = knowledge.training_texts(p, [text], cfg.notes.prompt)
             reward, per_repeat, seconds = self._reward(loop, p, texts, f"r{r}|{key}")
             seconds["generate_s"] = notes[key]["generate_s"]
-            row = {"key": key, "passage_id": p.id, "sample": j, "text": text, "n_statements": len(statements),
+            row = {"key": key, "item_id": p.id, "passage_id": p.id, "sample": j, "text": text,
+                   "n_statements": len(statements),
                    "reward": reward, "rewards": per_repeat, "seconds": seconds}
             self.folder.append(name, row)
             done[key] = row
@@ -327,61 +432,6 @@ class SealTrainer:
             out.append(entry)
         return out
 
-    # -- policy update --------------------------------------------------------------------
-    def _sft(self, r: int, rdir: Path, pairs: list[dict]) -> dict:
-        """LoRA SFT of the policy on the kept pairs (loss on the notes only); save the adapter."""
-        from safetensors.torch import save_file
-
-        cfg = self.config
-        sft = InnerLoop(self.loaded, cfg.sft_lora)
-        sft.reset(derive_seed(cfg.seed, "sft", r))
-        texts = [(p["prompt"], p["completion"]) for p in pairs if p["completion"].strip()]
-        info = {"n_pairs": len(texts)}
-        if texts:
-            info["loss_before"] = sft.loss_on(texts)
-            stats = sft.train(texts, cfg.sft_train, seed=derive_seed(cfg.seed, "sft-order", r))
-            info["loss_after"] = sft.loss_on(texts)
-            info["train"] = stats.to_dict()
-        state = {k: v.contiguous().cpu() for k, v in sft.adapter_state().items()}
-        save_file(state, str(rdir / "policy_adapter.safetensors"))
-        digest = hashlib.sha256((rdir / "policy_adapter.safetensors").read_bytes()).hexdigest()
-        fingerprint = hashlib.sha256((self.fingerprint + digest).encode()).hexdigest()[:16]
-        policy = {"round": r, "fingerprint": fingerprint, "parent_fingerprint": self.fingerprint,
-                  "sft": info, "written": now_iso()}
-        # policy.json marks the round finished; it is written last so a kill before it redoes SFT.
-        write_json_atomic(rdir / "policy.json", policy)
-        return policy
-
-    def _apply_policy(self, rdir: Path) -> None:
-        """Merge a finished round's adapter into the weights (same tensors -> same merged weights)."""
-        from safetensors.torch import load_file
-
-        policy = json.loads((rdir / "policy.json").read_text())
-        sft = InnerLoop(self.loaded, self.config.sft_lora)
-        sft.load_adapter_state(load_file(str(rdir / "policy_adapter.safetensors")))
-        sft.merge_into_base()
-        self.fingerprint = policy["fingerprint"]
-        self.loaded.fingerprint = self.fingerprint
-        self.loaded.name = f"{self.loaded.name}+seal-r{policy['round']}"
-
-    def _write_summary(self) -> None:
-        rounds = []
-        for r in range(1, self.config.rounds + 1):
-            path = self.folder.path / f"round_{r}" / "stats.json"
-            if path.exists():
-                rounds.append(json.loads(path.read_text()))
-        heldout = self._heldout_stats()
-        for entry in heldout:  # the per-round table (compare, plots) reads it from each round
-            for rd in rounds:
-                if rd["round"] == entry["round"]:
-                    rd["heldout_accuracy"] = entry["accuracy"]
-                    if "vs_round_0" in entry:
-                        rd["heldout_vs_round_0"] = entry["vs_round_0"]
-        summary = {"kind": "seal-rl", "run_id": self.folder.path.name, "model": self.config.model,
-                   "config": self.resolved, "rounds": rounds, "heldout": heldout,
-                   "policy_fingerprint": self.fingerprint,
-                   "complete": len(rounds) == self.config.rounds, "written": now_iso()}
-        write_json_atomic(self.folder.path / "summary.json", summary)
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:

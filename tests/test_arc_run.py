@@ -8,7 +8,7 @@ import pytest
 
 from sealbench.arc.data import load_tasks, mini_tasks, seal_tasks
 from sealbench.arc.run import (ArcConfig, ArcRunError, arc_table, config_from_dict, cpu_budget,
-                               load_arc_contender, run_arc, score_self_edits)
+                               load_arc_contender, run_arc)
 from sealbench.arc.ttt import TTTSettings
 
 
@@ -86,11 +86,6 @@ def test_full_run_on_mini_tier_tiny_model(tmp_path, tiny_fresh):
     assert json.dumps(again["contenders"], sort_keys=True) == json.dumps(summary["contenders"], sort_keys=True)
 
 
-def test_seal_needs_a_policy(tmp_path):
-    with pytest.raises(ArcRunError, match="policy"):
-        run_arc(ArcConfig(task="seal_arc_mini", n_tasks=1, contenders=["seal"]), tmp_path, progress=False)
-
-
 def test_config_from_dict():
     cfg = config_from_dict({"task": "seal_arc_mini", "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj"]},
                             "ttt": {"cap": 5, "predict_transforms": ["identity"]}})
@@ -98,15 +93,83 @@ def test_config_from_dict():
     assert cfg.ttt.predict_transforms == ("identity",)
 
 
-def test_score_self_edits_for_rl(tiny_fresh):
-    tasks = mini_tasks(1, seed=2)
-    recs = score_self_edits(tiny_fresh, tasks, k=2, seed=0, max_new_tokens=20,
-                            settings=TTTSettings(cap=4, predict_transforms=("identity",), leave_one_out_prompts=False,
-                                                 max_new_tokens=30))
-    assert len(recs) == 2 and {r["task_id"] for r in recs} == {tasks[0].id}
-    for r in recs:
-        assert set(r) >= {"prompt", "completion", "config", "edit_status", "reward"}
-        assert r["reward"] == 0.0 and r["edit_status"] == "invalid"
+@pytest.fixture
+def tiny_dir(tmp_path, tiny_fresh):
+    path = tmp_path / "tinymodel"
+    tiny_fresh.model.save_pretrained(path)
+    tiny_fresh.tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def small_rl(model, **kw):
+    from sealbench.arc.rl import ArcRLConfig
+    from sealbench.inner_loop import LoRAConfig
+
+    ttt = TTTSettings(cap=4, predict_transforms=("identity",), leave_one_out_prompts=False, max_new_tokens=30)
+    return ArcRLConfig(model=model, tasks="mini-train", n_tasks=2, k=2, device="cpu", max_new_tokens=24,
+                       inner_lora=LoRAConfig(r=4, alpha=8), sft_lora=LoRAConfig(r=4, alpha=8), ttt=ttt, **kw)
+
+
+def test_arc_rl_round_keeps_every_correct_config_and_fine_tunes_the_policy(tmp_path, tiny_dir, monkeypatch):
+    """One ReST-EM round through the shared OuterLoop. A random model cannot solve a task, so the
+    reward of sample 0 of the first task is forced to 1 (sampling, parsing and TTT still run for real)."""
+    import torch
+    import sealbench.arc.run as arc_run
+    from sealbench.arc.rl import ArcSealTrainer
+    from sealbench.models import load_model
+
+    real = arc_run.evaluate_edit
+    trainer = ArcSealTrainer(small_rl(tiny_dir), tmp_path / "reports", progress=False)
+    first = trainer.tasks[0].id
+
+    def evaluate(loop, task, edit, settings, seed, keep_completions=False):
+        rec = real(loop, task, edit, settings, seed, keep_completions)
+        if task.id == first and edit.raw == trainer.folder.latest_by_key("round_1/self_edits.jsonl")[f"{first}|0"]["text"]:
+            rec.update(solved=True, reward=1.0)
+        return rec
+
+    monkeypatch.setattr(arc_run, "evaluate_edit", evaluate)
+    policy = trainer.train()
+    rdir = trainer.folder.path / "round_1"
+    for name in ("self_edits.jsonl", "samples.jsonl", "kept.jsonl", "policy.json", "stats.json"):
+        assert (rdir / name).exists(), name
+    samples = [json.loads(l) for l in (rdir / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and {s["edit_status"] for s in samples} <= {"ok", "invalid", "over_budget", "train_error"}
+    kept = [json.loads(l) for l in (rdir / "kept.jsonl").read_text().splitlines()]
+    assert [(k["item_id"], k["key"]) for k in kept] == [(first, f"{first}|0")]
+    assert "grid puzzle" in kept[0]["prompt"] and kept[0]["completion"] == samples[0]["text"]
+    info = json.loads((rdir / "policy.json").read_text())
+    if kept[0]["completion"].strip():
+        assert info["sft"]["loss_after"] < info["sft"]["loss_before"]
+    base = load_model(tiny_dir, device="cpu")
+    base_w = dict(base.model.named_parameters())
+    changed = [n for n, p in policy.model.named_parameters()
+               if "lora_" not in n and not torch.equal(p, base_w[n.replace(".base_layer", "")])]
+    assert changed and policy.fingerprint == info["fingerprint"]
+    stats = trainer.summary()["rounds"][0]
+    assert stats["n_kept"] == 1 and stats["mean_reward_all"]["mean"] == 0.25 and stats["n_items"] == 2
+    # resume: nothing is sampled or scored again
+    before = (rdir / "samples.jsonl").read_text()
+    ArcSealTrainer(small_rl(tiny_dir), tmp_path / "reports", progress=False).train()
+    assert (rdir / "samples.jsonl").read_text() == before
+
+
+def test_seal_contender_trains_its_policy_then_reuses_it(tmp_path, tiny_dir):
+    cfg = smallest(ArcConfig(task="seal_arc_mini", n_tasks=1, contenders=["seal"], k=2, device="cpu",
+                             model=tiny_dir, rl_n_tasks=1, edit_max_tokens=24))
+    summary = run_arc(cfg, tmp_path, progress=False)
+    assert summary["complete"] and summary["contenders"]["seal"]["n_pairs"] == 2
+    (rl_folder,) = tmp_path.glob("seal-rl-arc-*")
+    policy = json.loads((rl_folder / "round_1" / "policy.json").read_text())
+    rows = [json.loads(l) for l in (tmp_path / summary["run_id"] / "results.jsonl").read_text().splitlines()]
+    assert all(r["policy_fingerprint"] == policy["fingerprint"] for r in rows)
+    assert summary["seal_rl"]["seal"]["run_id"] == rl_folder.name and "RL run of `seal`" in arc_table(summary)
+    # the RL tasks (mini-train) are not the evaluation tasks
+    rl_tasks = json.loads((rl_folder / "config.json").read_text())["task_ids"]
+    assert rl_tasks[0].startswith("mini7919-") and not set(rl_tasks) & {r["task_id"] for r in rows}
+    mtime = (rl_folder / "round_1" / "policy.json").stat().st_mtime
+    run_arc(cfg, tmp_path, progress=False)
+    assert (rl_folder / "round_1" / "policy.json").stat().st_mtime == mtime
 
 
 @pytest.mark.slow

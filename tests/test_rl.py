@@ -12,22 +12,29 @@ from conftest import MADE_UP, MADE_UP_2, write_data_dir
 
 
 def sample(pid, j, reward):
-    return {"passage_id": pid, "sample": j, "reward": reward, "key": f"{pid}|{j}"}
+    return {"item_id": pid, "sample": j, "reward": reward, "key": f"{pid}|{j}"}
 
 
 def test_keep_rule_top1_selects_exactly_the_best_per_passage():
     samples = [sample("a", 0, 0.2), sample("a", 1, 0.8), sample("a", 2, 0.5),
                sample("b", 0, 0.0), sample("b", 1, 0.0), sample("c", 0, 1.0)]
     kept = select_kept(samples, None, "top1")
-    assert [(s["passage_id"], s["sample"]) for s in kept] == [("a", 1), ("b", 0), ("c", 0)]
+    assert [(s["item_id"], s["sample"]) for s in kept] == [("a", 1), ("b", 0), ("c", 0)]
 
 
 def test_keep_rule_beats_passage_drops_passages_not_beating_their_baseline():
     samples = [sample("a", 0, 0.6), sample("a", 1, 0.4), sample("b", 0, 0.5), sample("c", 0, 0.5)]
     kept = select_kept(samples, {"a": 0.5, "b": 0.5, "c": 0.75}, "beats-passage")
-    assert [(s["passage_id"], s["sample"]) for s in kept] == [("a", 0)]
+    assert [(s["item_id"], s["sample"]) for s in kept] == [("a", 0)]
     with pytest.raises(ValueError):
         select_kept(samples, None, "beats-passage")
+
+
+def test_keep_rule_all_correct_keeps_every_solved_sample():
+    samples = [sample("t2", 1, 1.0), sample("t1", 0, 0.0), sample("t1", 1, 1.0), sample("t1", 2, 1.0),
+               sample("t3", 0, 0.0)]
+    kept = select_kept(samples, None, "all-correct")
+    assert [(s["item_id"], s["sample"]) for s in kept] == [("t1", 1), ("t1", 2), ("t2", 1)]
 
 
 def test_presets_load_and_bad_configs_are_rejected():
@@ -64,7 +71,7 @@ def test_tiny_rl_round_end_to_end_with_the_real_model(tmp_path):
     kept = [json.loads(l) for l in (rdir / "kept.jsonl").read_text().splitlines()]
     assert len(kept) == 2  # top-1 per passage
     for pair in kept:
-        best = max(s["reward"] for s in samples if s["passage_id"] == pair["passage_id"])
+        best = max(s["reward"] for s in samples if s["item_id"] == pair["item_id"])
         assert pair["reward"] == best and "Implications:" in pair["prompt"]
     info = json.loads((rdir / "policy.json").read_text())
     assert info["sft"]["loss_after"] < info["sft"]["loss_before"]  # SFT learned the kept notes

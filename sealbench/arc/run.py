@@ -9,7 +9,7 @@ PYTHONHASHSEED or on where a run was interrupted.
 Entry points:
   * `run_arc(config, reports_dir, data_dir, loaded=None, progress=True) -> summary dict`
   * `arc_table(summary) -> Markdown`
-  * `score_self_edits(...)` for the RL loop: sample configs, run TTT, return (prompt, config, reward) records.
+  * `sample_configs` / `evaluate_edit`: the pieces the ARC RL loop (arc/rl.py) rewards self-edits with.
 """
 from __future__ import annotations
 
@@ -99,7 +99,9 @@ class ArcConfig:
     tasks: str | None = None              # task set spec (data.load_tasks); default by `task`
     contenders: list[str] = field(default_factory=lambda: ["icl", "ttt-self-edit", "oracle"])
     model: str = "embedded"
-    policy_model: str | None = None       # model spec of the RL-trained policy (contender seal)
+    policy_model: str | None = None       # a ready RL-trained policy for `seal`; unset: train it (arc/rl.py)
+    rl_tasks: str | None = None           # RL training tasks (default: seal-train, or mini-train for mini)
+    rl_n_tasks: int | None = None         # first n of them
     n_tasks: int | None = None            # first n tasks of the set (mini: how many to generate)
     k: int | None = None                  # overrides k of self/policy contenders
     seed: int = 0
@@ -221,34 +223,6 @@ def evaluate_edit(loop: InnerLoop, task: D.ArcTask, edit: ParsedEdit | None, set
     return rec
 
 
-def score_self_edits(loaded: LoadedModel, tasks: list[D.ArcTask], k: int = 5, seed: int = 0,
-                     settings: TTTSettings | None = None, lora: LoRAConfig | None = None,
-                     temperature: float = 1.0, top_p: float = 0.95, max_new_tokens: int = 256,
-                     style: str = "auto", loop: InnerLoop | None = None) -> list[dict]:
-    """The RL loop's ARC reward function (one ReST-EM sampling round).
-
-    Samples `k` configs per task from `loaded` (the current policy), runs TTT with each on the same
-    model and scores it on the task's test input(s). Returns one record per (task, sample):
-    ``{task_id, sample_index, prompt, completion, config, edit_status, reason, reward, solved,
-    n_ttt_examples, train, timing}``; `prompt` is the exact (chat-formatted) text the policy saw,
-    `completion` what it wrote -- the (prompt -> completion) pairs with reward 1 are SEAL's kept data.
-    """
-    settings = settings or TTTSettings()
-    loop = loop or InnerLoop(loaded, lora or replace(SEAL_LORA))
-    sampled = sample_configs(loop, tasks, k, derive_seed(seed, "rl-configs"), temperature, top_p,
-                             max_new_tokens, style)
-    records = []
-    for t in tasks:
-        for i, s in enumerate(sampled[t.id]):
-            edit = parse_config(s["text"])
-            rec = evaluate_edit(loop, t, edit, settings, derive_seed(seed, "rl", t.id, i))
-            rec.pop("predictions", None)
-            rec["timing"]["generate_s"] = s["generate_s"]
-            records.append({"task_id": t.id, "sample_index": i, "prompt": s["prompt"],
-                            "completion": s["text"], **rec})
-    return records
-
-
 # ------------------------------------------------------------------------------------ the run
 class ArcRun:
     def __init__(self, config: ArcConfig, reports_dir: str | Path = "reports", data_dir: str | None = None,
@@ -262,9 +236,6 @@ class ArcRun:
                 c.k = config.k
             if config.edit_max_tokens is not None:
                 c.max_new_tokens = config.edit_max_tokens
-            if c.configs == "policy" and not config.policy_model and policy is None:
-                raise ArcRunError(f"contender {c.name!r} needs the RL-trained policy: set policy_model "
-                                  "(a checkpoint directory or model spec) or run the RL loop first")
         spec = config.tasks or ("seal-eval" if config.task == "seal_arc_fewshot" else "mini")
         try:
             self.tasks = D.load_tasks(spec, data_dir, config.n_tasks, config.seed)
@@ -272,12 +243,21 @@ class ArcRun:
             raise ArcRunError(str(err)) from None
         if not self.tasks:
             raise ArcRunError(f"task set {spec!r} is empty")
+        # A policy contender without a given policy trains one (one ReST-EM round, arc/rl.py); its RL
+        # config is part of this run's identity, as for knowledge.
+        from .rl import rl_config_for_run
+
+        self.rl_configs = {c.name: rl_config_for_run(config, c) for c in self.contenders
+                           if c.configs == "policy" and not config.policy_model and policy is None}
         self.resolved = {**asdict(config), "tasks": spec,
-                         "contenders": [c.to_dict() for c in self.contenders],
+                         "contenders": [{**c.to_dict(), **({"rl": asdict(self.rl_configs[c.name])}
+                                                           if c.name in self.rl_configs else {})}
+                                        for c in self.contenders],
                          "task_ids": [t.id for t in self.tasks]}
         name = f"{config.task}-{Path(str(config.model)).name}"
         self.folder = RunFolder.for_config(reports_dir, name, self.resolved)
         self._loaded, self._policy = loaded, policy
+        self.reports_dir = reports_dir
         self._loops: dict[str, InnerLoop] = {}
 
     def plan(self) -> list[Unit]:
@@ -290,8 +270,10 @@ class ArcRun:
     def _loop(self, which: str) -> InnerLoop:
         if which not in self._loops:
             if which == "policy":
-                if self._policy is None:
+                if self._policy is None and self.config.policy_model:
                     self._policy = load_model(self.config.policy_model, self.config.device, self.config.dtype)
+                elif self._policy is None:
+                    self._policy = self._trainer().train()
                 model = self._policy
             else:
                 if self._loaded is None:
@@ -299,6 +281,16 @@ class ArcRun:
                 model = self._loaded
             self._loops[which] = InnerLoop(model, self.config.lora)
         return self._loops[which]
+
+    def _trainer(self):
+        """The ARC RL trainer of this run's policy contender (trains, or reuses a finished RL run)."""
+        from .rl import ArcSealTrainer
+
+        (rl_config,) = self.rl_configs.values()
+        try:
+            return ArcSealTrainer(rl_config, self.reports_dir, self.data_dir, self.progress)
+        except D.ArcDataError as err:
+            raise ArcRunError(str(err)) from None
 
     def run(self) -> dict:
         todo = self.pending()
@@ -362,6 +354,8 @@ class ArcRun:
             row["self_edit"] = edit_row["text"]
             generate_s = edit_row.get("generate_s", 0.0)
         loop = self._loop("policy" if c.configs == "policy" else "base")
+        if c.configs == "policy":
+            row["policy_fingerprint"] = loop.loaded.fingerprint
         try:
             rec = evaluate_edit(loop, u.task, edit, self.config.ttt, seed, self.config.keep_completions)
             row.update(rec)
@@ -389,6 +383,11 @@ class ArcRun:
             manifest = json.loads(mpath.read_text())
             summary["model_fingerprint"] = manifest["model"]["fingerprint"]
             summary["device_name"] = manifest.get("device_name")
+        if self.rl_configs:
+            rl = self._trainer().summary()
+            if rl:
+                summary["seal_rl"] = {name: {"run_id": rl["run_id"], "rounds": rl.get("rounds", [])}
+                                      for name in self.rl_configs}
         if complete:
             self.folder.write_summary(summary, arc_table(summary))
         return summary
@@ -442,6 +441,11 @@ def arc_table(summary: dict) -> str:
     lines += ["", "pairs solved = fraction of (task, self-edit) pairs whose task is solved (SEAL's metric); "
               "task pass@2 = mean over tasks of the fraction of its edits solving it with 2 attempts; "
               "CIs: 95% bootstrap."]
+    for name, rl in (summary.get("seal_rl") or {}).items():
+        from ..rl import rl_table
+
+        lines += ["", f"RL run of `{name}` ({rl['run_id']}; reward = task solved; kept = every correct config):",
+                  "", rl_table(rl).rstrip()]
     if summary.get("device_name"):
         lines.append(f"device: {summary['device_name']}")
     return "\n".join(lines) + "\n"
