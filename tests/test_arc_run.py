@@ -86,6 +86,19 @@ def test_full_run_on_mini_tier_tiny_model(tmp_path, tiny_fresh):
     assert json.dumps(again["contenders"], sort_keys=True) == json.dumps(summary["contenders"], sort_keys=True)
 
 
+def test_arc_command_line_settings():
+    from sealbench.cli import UserError, _arc_settings
+
+    got = _arc_settings(["n_tasks=4", "budget=cpu", "ttt.cap=64", "ttt.predict_transforms=[identity, rot90]",
+                         "tasks=a.json:b.json"], 3)
+    assert got == {"n_tasks": 4, "budget": "cpu", "ttt": {"cap": 64, "predict_transforms": ["identity", "rot90"]},
+                   "tasks": "a.json:b.json", "k": 3}
+    cfg = config_from_dict({k: v for k, v in got.items() if k != "budget"})
+    assert cfg.ttt.cap == 64 and cfg.ttt.predict_transforms == ("identity", "rot90") and cfg.k == 3
+    with pytest.raises(UserError, match="KEY=VALUE"):
+        _arc_settings(["cap64"], None)
+
+
 def test_config_from_dict():
     cfg = config_from_dict({"task": "seal_arc_mini", "lora": {"r": 8, "alpha": 16, "target_modules": ["q_proj"]},
                             "ttt": {"cap": 5, "predict_transforms": ["identity"]}})
