@@ -21,7 +21,7 @@ import math
 import random
 import resource
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -164,6 +164,16 @@ class InnerLoop:
                         weight.copy_(original)
         return merged()
 
+    def fast_generation(self, merge_adapter: bool | None = None):
+        """Context for generating: merged adapter weights on CUDA (see `merged_adapter`), else as is.
+
+        Callers that drive `self.model.generate` themselves (ARC grids) use it like `generate` does."""
+        if merge_adapter is None:
+            merge_adapter = self.device.startswith("cuda")
+        if merge_adapter and not self._adapter_disabled():
+            return self.merged_adapter()
+        return nullcontext()
+
     @torch.no_grad()
     def merge_into_base(self) -> None:
         """Fold the current adapter into the base weights (continual-learning protocol), then reset it."""
@@ -305,12 +315,10 @@ class InnerLoop:
         """
         if not prompts:
             return []
-        if merge_adapter is None:
-            merge_adapter = self.device.startswith("cuda")
-        if merge_adapter and not self._adapter_disabled():
-            with self.merged_adapter():
-                return self.generate(prompts, max_new_tokens, batch_size, do_sample, temperature,
-                                     top_p, seed, merge_adapter=False)
+        with self.fast_generation(merge_adapter):
+            return self._generate(prompts, max_new_tokens, batch_size, do_sample, temperature, top_p, seed)
+
+    def _generate(self, prompts, max_new_tokens, batch_size, do_sample, temperature, top_p, seed) -> list[str]:
         tok = self.tokenizer
         old_side = tok.padding_side
         tok.padding_side = "left"

@@ -152,17 +152,18 @@ def generate_grids(loop: InnerLoop, prompts: list[str], max_new_tokens: int, bat
     outputs = [""] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
     try:
-        for b in range(0, len(order), batch_size):
-            idx = order[b: b + batch_size]
-            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                      add_special_tokens=True).to(loop.device)
-            out = loop.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                      temperature=None, top_p=None, top_k=None,
-                                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                      stop_strings=["#"], tokenizer=tok)
-            new = out[:, enc["input_ids"].shape[1]:]
-            for j, i in enumerate(idx):
-                outputs[i] = tok.decode(new[j], skip_special_tokens=True)
+        with loop.fast_generation():  # merged adapter weights on CUDA (generation is launch-bound)
+            for b in range(0, len(order), batch_size):
+                idx = order[b: b + batch_size]
+                enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
+                          add_special_tokens=True).to(loop.device)
+                out = loop.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                          temperature=None, top_p=None, top_k=None,
+                                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                                          stop_strings=["#"], tokenizer=tok)
+                new = out[:, enc["input_ids"].shape[1]:]
+                for j, i in enumerate(idx):
+                    outputs[i] = tok.decode(new[j], skip_special_tokens=True)
     finally:
         tok.padding_side = old_side
     return outputs
