@@ -127,9 +127,6 @@ class _ProtocolRun(KnowledgeRun):
     def __init__(self, config: KnowledgeConfig, reports_dir: str | Path = "reports",
                  data: str | None = None, loaded: LoadedModel | None = None, progress: bool = True):
         super().__init__(config, reports_dir, data, loaded=loaded, progress=progress)
-        if self.rl_configs:
-            raise RunError(f"the {config.protocol} protocol does not run policy contenders (seal) yet; "
-                           "evaluate seal with the single protocol")
 
     def _folder_name(self) -> str:
         return f"{self.config.task}-{self.config.protocol}-{self.config.model}"
@@ -140,6 +137,20 @@ class _ProtocolRun(KnowledgeRun):
         if not (self.folder.path / "manifest.json").exists():
             self.folder.write_manifest(build_manifest(self.resolved, loaded.describe(), loaded.device))
         return loop
+
+    def _groups(self, todo: list):
+        """(inner loop, units, policy fingerprint) per model: the base model for every contender but
+        the policy contenders (SEAL), whose RL-trained policy writes the notes and is the model adapted
+        (trained first, or reused from the reports dir, exactly as in the single protocol)."""
+        base_loop = self._start()
+        base = [u for u in todo if u.contender.name not in self.rl_configs]
+        if base:
+            yield base_loop, base, None
+        for name, rl_config in self.rl_configs.items():
+            units = [u for u in todo if u.contender.name == name]
+            if units:
+                policy = self._policy(rl_config)
+                yield InnerLoop(policy, self.config.lora), units, policy.fingerprint
 
     def _edits_for(self, loop: InnerLoop, contenders: list[Contender], passages: list[Passage]) -> dict:
         """Self-edits (all k per passage) for these contenders and passages, generated or cached."""
@@ -214,6 +225,9 @@ class _ProtocolRun(KnowledgeRun):
             manifest = json.loads(manifest_path.read_text())
             summary["model_fingerprint"] = manifest["model"]["fingerprint"]
             summary["device_name"] = manifest.get("device_name")
+        rl = self._rl_summaries()
+        if rl:
+            summary["seal_rl"] = rl
         return summary
 
 
@@ -252,14 +266,17 @@ class CPTRun(_ProtocolRun):
         return units
 
     def _execute(self, todo: list[CPTUnit]) -> None:
-        loop = self._start()
-        edits = self._edits_for(loop, [u.contender for u in todo], self.passages)
         bar = _progress(len(todo), "units", self.progress)
         try:
-            for unit in todo:
-                bar.set_postfix_str(unit.key)
-                self.folder.append(RESULTS, self._run_cpt_unit(loop, unit, edits))
-                bar.update(1)
+            for loop, units, policy_fingerprint in self._groups(todo):
+                edits = self._edits_for(loop, [u.contender for u in units], self.passages)
+                for unit in units:
+                    bar.set_postfix_str(unit.key)
+                    row = self._run_cpt_unit(loop, unit, edits)
+                    if policy_fingerprint:
+                        row["policy_fingerprint"] = policy_fingerprint
+                    self.folder.append(RESULTS, row)
+                    bar.update(1)
         finally:
             bar.close()
 
@@ -407,25 +424,29 @@ class ContinualRun(_ProtocolRun):
                 for c in self.contenders if not c.adapt}
 
     def _execute(self, todo: list[SeqUnit]) -> None:
-        loop = self._start()
         seqs = self.sequences()
-        needed = sorted({i for u in todo for i in seqs[u.sequence]})
-        edits = self._edits_for(loop, [u.contender for u in todo], [self.passages[i] for i in needed])
-        base_state = base_weights(loop)
         bar = _progress(len(todo), "sequences", self.progress)
         try:
-            for unit in todo:
-                bar.set_postfix_str(unit.key)
+            for loop, units, policy_fingerprint in self._groups(todo):
+                needed = sorted({i for u in units for i in seqs[u.sequence]})
+                edits = self._edits_for(loop, [u.contender for u in units], [self.passages[i] for i in needed])
+                base_state = base_weights(loop)  # the model's own weights (the policy's, for SEAL)
                 try:
-                    row = self._run_sequence(loop, unit, seqs[unit.sequence], edits)
+                    for unit in units:
+                        bar.set_postfix_str(unit.key)
+                        try:
+                            row = self._run_sequence(loop, unit, seqs[unit.sequence], edits)
+                        finally:
+                            restore_base_weights(loop, base_state)
+                        if policy_fingerprint:
+                            row["policy_fingerprint"] = policy_fingerprint
+                        self.folder.append(RESULTS, row)
+                        bar.update(1)
                 finally:
                     restore_base_weights(loop, base_state)
-                self.folder.append(RESULTS, row)
-                bar.update(1)
+                    loop.reset(0)
         finally:
             bar.close()
-            restore_base_weights(loop, base_state)
-            loop.reset(0)
 
     def _run_sequence(self, loop: InnerLoop, unit: SeqUnit, order: list[int], edits: dict) -> dict:
         c, cfg, K = unit.contender, self.config, self.config.n_steps

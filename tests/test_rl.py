@@ -189,3 +189,33 @@ def test_seal_contender_trains_then_reuses_its_policy(tmp_path):
     # the RL config includes the seed. The same run config resumes and retrains nothing.
     KnowledgeRun(cfg, tmp_path / "reports", str(data), progress=False).run()
     assert (rl_folders[0] / "round_1" / "policy.json").stat().st_mtime == mtime
+
+
+def test_seal_runs_in_the_cpt_and_continual_protocols_on_its_policy(tmp_path):
+    """cpt and continual adapt the SEAL policy (trained once, shared through the reports dir), and its
+    rows carry the policy fingerprint."""
+    from sealbench.models import tiny_random_model
+    from sealbench.protocols import make_config, protocol_run
+
+    data = write_data_dir(tmp_path / "data", [MADE_UP, MADE_UP_2])
+    tiny = tiny_random_model(seed=0)
+    tiny.model.save_pretrained(tmp_path / "tinymodel")
+    tiny.tokenizer.save_pretrained(tmp_path / "tinymodel")
+    common = dict(contenders=["passage", "seal"], n_passages=2, device="cpu", model=str(tmp_path / "tinymodel"),
+                  seal_preset="tiny", notes_max_tokens=16)
+    cpt = make_config("cpt", n_values=[1, 2], **common)
+    cpt.train = TrainConfig(epochs=1, batch_size=4)
+    summary = protocol_run("cpt", cpt, tmp_path / "reports", str(data), progress=False).run()
+    assert summary["complete"] and summary["n_units_with_rows"] == 4
+    (rl_folder,) = list((tmp_path / "reports").glob("seal-rl-*"))
+    fingerprint = json.loads((rl_folder / "round_1" / "policy.json").read_text())["fingerprint"]
+    assert summary["seal_rl"]["seal"]["run_id"] == rl_folder.name
+    cont = make_config("continual", n_steps=2, n_sequences=1, **common)
+    cont.train = TrainConfig(epochs=1)
+    run = protocol_run("continual", cont, tmp_path / "reports", str(data), progress=False)
+    summary = run.run()
+    assert summary["complete"]
+    rows = {r["contender"]: r for r in run.folder.rows("results.jsonl")}
+    assert rows["seal"]["policy_fingerprint"] == fingerprint and "policy_fingerprint" not in rows["passage"]
+    assert len(rows["seal"]["matrix"]) == 3 and rows["seal"]["status"] == "ok"
+    assert len(list((tmp_path / "reports").glob("seal-rl-*"))) == 1      # the policy was reused

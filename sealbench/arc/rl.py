@@ -41,6 +41,7 @@ class ArcRLConfig:
     temperature: float = 1.0
     top_p: float = 0.95
     max_new_tokens: int = 256
+    edit_format: str = "free"          # free (SEAL) | guided (arc/guided.py)
     inner_lora: LoRAConfig = field(default_factory=LoRAConfig)   # the TTT adapter
     ttt: TTTSettings = field(default_factory=TTTSettings)
     sft_lora: LoRAConfig = field(default_factory=lambda: LoRAConfig(r=64, alpha=128))
@@ -86,7 +87,8 @@ class ArcSealTrainer(OuterLoop):
         for t in self.tasks:  # one seed per task: resuming samples exactly what a straight run would
             if f"{t.id}|{cfg.k - 1}" not in edits:
                 got = sample_configs(loop, [t], cfg.k, derive_seed(cfg.seed, "arc-rl", r, t.id), cfg.temperature,
-                                     cfg.top_p, cfg.max_new_tokens, self._style(loop))[t.id]
+                                     cfg.top_p, cfg.max_new_tokens, self._style(loop),
+                                     edit_format=cfg.edit_format)[t.id]
                 for i, s in enumerate(got):
                     row = {"key": f"{t.id}|{i}", "text": s["text"], "generate_s": s["generate_s"]}
                     self.folder.append(edits_name, row)
@@ -124,4 +126,4 @@ def rl_config_for_run(config, contender) -> ArcRLConfig:
     return ArcRLConfig(model=config.model, tasks=tasks, n_tasks=config.rl_n_tasks, k=contender.k,
                        seed=config.seed, device=config.device, dtype=config.dtype, edit_style=config.edit_style,
                        temperature=contender.temperature, top_p=contender.top_p,
-                       max_new_tokens=contender.max_new_tokens, inner_lora=replace(config.lora), ttt=config.ttt)
+                       max_new_tokens=contender.max_new_tokens, edit_format=config.edit_format, inner_lora=replace(config.lora), ttt=config.ttt)

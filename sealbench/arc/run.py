@@ -26,6 +26,7 @@ from ..models import LoadedModel, load_model
 from ..runfolder import RunFolder, build_manifest, derive_seed, machine_load, now_iso
 from ..stats import fmt_ci, mean_ci
 from . import data as D
+from .guided import guided_configs
 from .self_edit import ParsedEdit, check_budget, edit_prompt, parse_config
 from .ttt import TTTSettings, build_ttt_data, predict, score, train_ttt, transforms_of
 
@@ -33,6 +34,7 @@ RESULTS = "results.jsonl"
 SELF_EDITS = "self_edits.jsonl"
 TASK_NAMES = ("seal_arc_fewshot", "seal_arc_mini")
 CONFIG_SOURCES = ("none", "fixed", "self", "policy")
+EDIT_FORMATS = ("free", "guided")
 SEAL_LORA = LoRAConfig(r=128, alpha=16, dropout=0.0,
                        target_modules=("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"))
 
@@ -109,6 +111,7 @@ class ArcConfig:
     dtype: str = "auto"
     edit_style: str = "auto"              # self-edit prompt: chat template when the model has one
     edit_max_tokens: int | None = None    # overrides contenders' max_new_tokens
+    edit_format: str = "free"             # free: the model writes the JSON (SEAL) | guided: picks values
     lora: LoRAConfig = field(default_factory=lambda: replace(SEAL_LORA))
     ttt: TTTSettings = field(default_factory=TTTSettings)
     keep_completions: bool = False        # store every raw prediction completion in the rows
@@ -156,18 +159,24 @@ class Unit:
 
 def sample_configs(loop: InnerLoop, tasks: list[D.ArcTask], k: int, seed: int, temperature: float = 1.0,
                    top_p: float = 0.95, max_new_tokens: int = 256, style: str = "auto",
-                   batch_size: int = 8) -> dict[str, list[dict]]:
+                   batch_size: int = 8, edit_format: str = "free") -> dict[str, list[dict]]:
     """k sampled self-edit completions per task: {task_id: [{prompt, text, generate_s}, ...]}.
 
-    Each task is sampled with its own seed, so the result for a task does not depend on which
-    other tasks are sampled with it (resume-safe)."""
+    `edit_format`: `free` (SEAL: the model writes the JSON) or `guided` (the model picks each field's
+    value among the allowed ones, arc/guided.py). Each task is sampled with its own seed, so the
+    result for a task does not depend on which other tasks are sampled with it (resume-safe)."""
+    if edit_format not in EDIT_FORMATS:
+        raise ArcRunError(f"edit_format must be one of {', '.join(EDIT_FORMATS)}, got {edit_format!r}")
     out = {}
     for t in tasks:
         prompt = format_prompt(loop.tokenizer, edit_prompt(t.train), style)
         start = time.perf_counter()
         with loop.base_model():
-            texts = loop.generate([prompt] * k, max_new_tokens, batch_size, do_sample=True,
-                                  temperature=temperature, top_p=top_p, seed=derive_seed(seed, t.id))
+            if edit_format == "guided":
+                texts = guided_configs(loop, prompt, k, derive_seed(seed, t.id), temperature)
+            else:
+                texts = loop.generate([prompt] * k, max_new_tokens, batch_size, do_sample=True,
+                                      temperature=temperature, top_p=top_p, seed=derive_seed(seed, t.id))
         per = (time.perf_counter() - start) / max(k, 1)
         out[t.id] = [{"prompt": prompt, "text": text, "generate_s": per} for text in texts]
     return out
@@ -243,6 +252,8 @@ class ArcRun:
             raise ArcRunError(str(err)) from None
         if not self.tasks:
             raise ArcRunError(f"task set {spec!r} is empty")
+        if config.edit_format not in EDIT_FORMATS:
+            raise ArcRunError(f"edit_format must be one of {', '.join(EDIT_FORMATS)}, got {config.edit_format!r}")
         # A policy contender without a given policy trains one (one ReST-EM round, arc/rl.py); its RL
         # config is part of this run's identity, as for knowledge.
         from .rl import rl_config_for_run
@@ -329,7 +340,8 @@ class ArcRun:
             style = resolve_prompt_style(loop.tokenizer, self.config.edit_style)
             for t in need:
                 got = sample_configs(loop, [t], c.k, derive_seed(self.config.seed, c.name, "edits"),
-                                     c.temperature, c.top_p, c.max_new_tokens, style)[t.id]
+                                     c.temperature, c.top_p, c.max_new_tokens, style,
+                                     edit_format=self.config.edit_format)[t.id]
                 for e, s in enumerate(got):
                     row = {"key": f"{c.name}|{t.id}|{e}", "text": s["text"], "generate_s": s["generate_s"],
                            "prompt_style": style}
