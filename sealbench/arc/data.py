@@ -212,16 +212,22 @@ def mini_task(rule: str, seed: int, n_demos: int = 3, size: tuple[int, int] | No
 
 
 def mini_tasks(n_tasks: int = 10, seed: int = 0, n_demos: int = 3,
-               rules: tuple[str, ...] = MINI_RULES) -> list[ArcTask]:
-    """`n_tasks` generated puzzles cycling through `rules` (deterministic from `seed`)."""
-    return [mini_task(rules[i % len(rules)], seed * 1000 + i, n_demos,
+               rules: tuple[str, ...] | None = None, size: tuple[int, int] | None = None) -> list[ArcTask]:
+    """`n_tasks` generated puzzles cycling through `rules` (default: all of MINI_RULES), inputs of
+    `size` (min, max side; default per rule), deterministic from `seed`."""
+    rules = tuple(rules or MINI_RULES)
+    unknown = [r for r in rules if r not in MINI_RULES]
+    if unknown:
+        raise ArcDataError(f"unknown mini rule(s) {unknown}; known: {', '.join(MINI_RULES)}")
+    return [mini_task(rules[i % len(rules)], seed * 1000 + i, n_demos, size=tuple(size) if size else None,
                       task_id=f"mini{seed}-{i:03d}-{rules[i % len(rules)]}") for i in range(n_tasks)]
 
 
 def load_tasks(spec: str, data_dir: str | os.PathLike | None = None, n_tasks: int | None = None,
-               seed: int = 0) -> list[ArcTask]:
+               seed: int = 0, mini_rules: tuple[str, ...] | None = None,
+               mini_size: tuple[int, int] | None = None) -> list[ArcTask]:
     """Tasks by spec: seal-eval | seal-train | arc-eval | arc-train | mini | mini-train |
-    <challenges.json>[:<solutions.json>]."""
+    <challenges.json>[:<solutions.json>]. `mini_rules` / `mini_size` shape the generated tiers."""
     if spec in ("seal-eval", "seal_arc_fewshot", "evaluation"):
         tasks = seal_tasks("evaluation", data_dir)
     elif spec in ("seal-train", "training"):
@@ -229,9 +235,9 @@ def load_tasks(spec: str, data_dir: str | os.PathLike | None = None, n_tasks: in
     elif spec in ("arc-eval", "arc-train"):
         tasks = full_tasks("evaluation" if spec == "arc-eval" else "training", data_dir)
     elif spec in ("mini", "seal_arc_mini"):
-        return mini_tasks(n_tasks or 10, seed)
+        return mini_tasks(n_tasks or 10, seed, rules=mini_rules, size=mini_size)
     elif spec == "mini-train":  # disjoint seeds from the evaluation tier, for RL training
-        return mini_tasks(n_tasks or 10, seed + 7919)
+        return mini_tasks(n_tasks or 10, seed + 7919, rules=mini_rules, size=mini_size)
     elif spec.endswith(".json") or ":" in spec:
         c, _, s = spec.partition(":")
         tasks = load_arc_json(c, s or None)

@@ -31,6 +31,8 @@ class ArcRLConfig:
     model: str = "embedded"
     tasks: str = "seal-train"          # training task set: seal-train | mini-train | a challenges json
     n_tasks: int | None = None
+    mini_rules: list[str] | None = None   # generated training tiers (mini-train): rules and input size
+    mini_size: list[int] | None = None
     k: int = 5                         # configs sampled per task per round
     rounds: int = 1                    # SEAL: 1 round for ARC
     keep: str = "all-correct"
@@ -61,7 +63,8 @@ class ArcSealTrainer(OuterLoop):
         super().__init__(progress)
         config.validate()
         self.config = config
-        self.tasks = D.load_tasks(config.tasks, data_dir, config.n_tasks, config.seed)
+        self.tasks = D.load_tasks(config.tasks, data_dir, config.n_tasks, config.seed, config.mini_rules,
+                                  config.mini_size)
         if not self.tasks:
             raise D.ArcDataError(f"ARC RL task set {config.tasks!r} is empty")
         if any(t.test_outputs is None for t in self.tasks):
@@ -124,6 +127,7 @@ def rl_config_for_run(config, contender) -> ArcRLConfig:
     evaluation tasks (seal-eval -> seal-train, mini -> mini-train, disjoint by construction)."""
     tasks = config.rl_tasks or ("seal-train" if config.task == "seal_arc_fewshot" else "mini-train")
     return ArcRLConfig(model=config.model, tasks=tasks, n_tasks=config.rl_n_tasks, k=contender.k,
+                       mini_rules=config.mini_rules, mini_size=config.mini_size,
                        seed=config.seed, device=config.device, dtype=config.dtype, edit_style=config.edit_style,
                        temperature=contender.temperature, top_p=contender.top_p,
                        max_new_tokens=contender.max_new_tokens, edit_format=config.edit_format, inner_lora=replace(config.lora), ttt=config.ttt)

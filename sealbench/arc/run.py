@@ -105,6 +105,8 @@ class ArcConfig:
     rl_tasks: str | None = None           # RL training tasks (default: seal-train, or mini-train for mini)
     rl_n_tasks: int | None = None         # first n of them
     n_tasks: int | None = None            # first n tasks of the set (mini: how many to generate)
+    mini_rules: list[str] | None = None   # generated tiers: rules to cycle through (default: all)
+    mini_size: list[int] | None = None    # generated tiers: [min, max] input side (default: per rule)
     k: int | None = None                  # overrides k of self/policy contenders
     seed: int = 0
     device: str = "auto"
@@ -247,7 +249,8 @@ class ArcRun:
                 c.max_new_tokens = config.edit_max_tokens
         spec = config.tasks or ("seal-eval" if config.task == "seal_arc_fewshot" else "mini")
         try:
-            self.tasks = D.load_tasks(spec, data_dir, config.n_tasks, config.seed)
+            self.tasks = D.load_tasks(spec, data_dir, config.n_tasks, config.seed, config.mini_rules,
+                                      config.mini_size)
         except D.ArcDataError as err:
             raise ArcRunError(str(err)) from None
         if not self.tasks:
