@@ -71,7 +71,8 @@ def _add_run(sub) -> None:
                    help="self-edit prompt style (default auto: chat template when the model has one)")
     p.add_argument("--arc", nargs="+", default=None, metavar="KEY=VALUE",
                    help="ARC tasks: run settings, e.g. tasks=challenges.json:solutions.json n_tasks=4 "
-                        "budget=cpu policy_model=DIR rl_tasks=seal-train ttt.cap=64 (see docs/arc.md)")
+                        "budget=cpu policy_model=DIR rl_tasks=seal-train ttt.cap=64 edit_format=guided "
+                        "'mini_rules=[color_map]' 'mini_size=[3, 3]' (see docs/arc.md)")
     p.add_argument("--threads", default="auto",
                    help="torch CPU threads; auto = all cores when the machine is idle, fewer when busy")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from sealbench.arc.data import load_tasks, mini_tasks, seal_tasks
+from sealbench.arc.data import ArcDataError, load_tasks, mini_tasks, seal_tasks
 from sealbench.arc.run import (ArcConfig, ArcRunError, arc_table, config_from_dict, cpu_budget,
                                load_arc_contender, run_arc)
 from sealbench.arc.ttt import TTTSettings
@@ -43,6 +43,16 @@ def test_mini_tier_is_deterministic_and_valid():
     assert {t.rule for t in a} >= {"color_map", "flip_lr", "rot90", "gravity", "tile_h"}
     assert [t.id for t in load_tasks("mini-train", n_tasks=2)] != [t.id for t in load_tasks("mini", n_tasks=2)] or \
         load_tasks("mini-train", n_tasks=2)[0].train != load_tasks("mini", n_tasks=2)[0].train
+
+
+def test_mini_tier_rules_and_size_settings():
+    tasks = load_tasks("mini", n_tasks=4, mini_rules=["color_map", "flip_lr"], mini_size=[3, 3])
+    assert [t.rule for t in tasks] == ["color_map", "flip_lr", "color_map", "flip_lr"]
+    assert all(len(g) == 3 and len(g[0]) == 3 for t in tasks for p in t.train for g in p)
+    train = load_tasks("mini-train", n_tasks=2, mini_rules=["color_map"], mini_size=[3, 3])
+    assert all(t.rule == "color_map" for t in train) and train[0].train != tasks[0].train
+    with pytest.raises(ArcDataError, match="unknown mini rule"):
+        load_tasks("mini", n_tasks=1, mini_rules=["teleport"])
 
 
 def test_seal_subsets_load(tmp_path):

@@ -159,6 +159,11 @@ class Unit:
         return f"{self.contender.name}|{self.task.id}|{self.edit_index}"
 
 
+def check_edit_format(edit_format: str) -> None:
+    if edit_format not in EDIT_FORMATS:
+        raise ArcRunError(f"edit_format must be one of {', '.join(EDIT_FORMATS)}, got {edit_format!r}")
+
+
 def sample_configs(loop: InnerLoop, tasks: list[D.ArcTask], k: int, seed: int, temperature: float = 1.0,
                    top_p: float = 0.95, max_new_tokens: int = 256, style: str = "auto",
                    batch_size: int = 8, edit_format: str = "free") -> dict[str, list[dict]]:
@@ -167,8 +172,7 @@ def sample_configs(loop: InnerLoop, tasks: list[D.ArcTask], k: int, seed: int, t
     `edit_format`: `free` (SEAL: the model writes the JSON) or `guided` (the model picks each field's
     value among the allowed ones, arc/guided.py). Each task is sampled with its own seed, so the
     result for a task does not depend on which other tasks are sampled with it (resume-safe)."""
-    if edit_format not in EDIT_FORMATS:
-        raise ArcRunError(f"edit_format must be one of {', '.join(EDIT_FORMATS)}, got {edit_format!r}")
+    check_edit_format(edit_format)
     out = {}
     for t in tasks:
         prompt = format_prompt(loop.tokenizer, edit_prompt(t.train), style)
@@ -255,8 +259,7 @@ class ArcRun:
             raise ArcRunError(str(err)) from None
         if not self.tasks:
             raise ArcRunError(f"task set {spec!r} is empty")
-        if config.edit_format not in EDIT_FORMATS:
-            raise ArcRunError(f"edit_format must be one of {', '.join(EDIT_FORMATS)}, got {config.edit_format!r}")
+        check_edit_format(config.edit_format)
         # A policy contender without a given policy trains one (one ReST-EM round, arc/rl.py); its RL
         # config is part of this run's identity, as for knowledge.
         from .rl import rl_config_for_run
