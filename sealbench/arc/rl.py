@@ -130,4 +130,5 @@ def rl_config_for_run(config, contender) -> ArcRLConfig:
                        mini_rules=config.mini_rules, mini_size=config.mini_size,
                        seed=config.seed, device=config.device, dtype=config.dtype, edit_style=config.edit_style,
                        temperature=contender.temperature, top_p=contender.top_p,
-                       max_new_tokens=contender.max_new_tokens, edit_format=config.edit_format, inner_lora=replace(config.lora), ttt=config.ttt)
+                       max_new_tokens=contender.max_new_tokens, edit_format=config.edit_format,
+                       inner_lora=replace(config.lora), ttt=config.ttt)
