@@ -276,7 +276,7 @@ def _is_number(tok: str) -> bool:
 def _number_matches(gold_tok: str, pred_tok: str) -> bool:
     """Numbers must agree exactly, except that a decade matches any year in it and a prediction
     may be more precise than the gold ("$170.4 billion" conveys "$170 billion"; "1975" does not
-    convey "1979", and "540,819" does not convey "540,800")."""
+    convey "1979", "540,819" does not convey "540,800", and "1.5" does not convey "2")."""
     if gold_tok == pred_tok:
         return True
     if not _is_number(pred_tok) or pred_tok.endswith("x"):
@@ -287,7 +287,9 @@ def _number_matches(gold_tok: str, pred_tok: str) -> bool:
         return False
     try:
         decimals = len(gold_tok.split(".")[1]) if "." in gold_tok else 0
-        return round(float(pred_tok), decimals) == float(gold_tok)
+        # Strictly within half a unit of the gold's last digit: not round(), whose half-to-even
+        # rule would let "1.5" convey "2" (and "2.5" convey "2").
+        return abs(float(pred_tok) - float(gold_tok)) < 0.5 * 10 ** -decimals - 1e-12
     except ValueError:
         return False
 

@@ -82,6 +82,7 @@ def test_f1_score():
         ("How many?", "50,000", "About 50000 people.", True),
         ("How many?", "14,000", "20,000", False),
         ("How much?", "$170 billion", "$170.4 billion", True),
+        ("How much?", "$2 million", "$1.5 million", False),   # not round()'s half-to-even
         ("When?", "1979", "1975", False),
         ("When?", "late 1970s", "It re-opened in 1978.", True),
         # dates: the year carries it, a different month contradicts it
@@ -190,8 +191,8 @@ def test_load_calibration_rows_missing(tmp_path, monkeypatch):
 
 
 def test_match_agrees_with_gpt41(calibration_rows):
-    """Regression guard at the measured level (docs/grading.md): 88.0% overall agreement
-    (base 88.9%, gpt4_1 87.1%), accuracy bias -0.4 pp (base -1.1, gpt4_1 +0.4). Rule-based
+    """Regression guard at the measured level (docs/grading.md): 88.1% overall agreement
+    (base 89.0%, gpt4_1 87.2%), accuracy bias -0.5 pp (base -1.2, gpt4_1 +0.3). Rule-based
     matching tops out near here on this data; see test_default_grader_meets_target for the unmet
     92% goal."""
     r = calibrate(calibration_rows, "match")
@@ -245,8 +246,8 @@ def test_label_noise_ceiling(calibration_rows):
 
 
 @pytest.mark.xfail(
-    reason="target not met: the default grader 'match' agrees 88.1% held-out by question "
-    "(88.0% in-sample; base 88.9%, gpt4_1 87.1%), bias -0.4..-1.5 pp; a learned combiner with "
+    reason="target not met: the default grader 'match' agrees 88.2% held-out by question "
+    "(88.1% in-sample; base 89.0%, gpt4_1 87.2%), bias -0.5..-2.0 pp; a learned combiner with "
     "MiniLM embedding features measured 87.9% held-out (docs/grading.md)",
     strict=True,
 )
