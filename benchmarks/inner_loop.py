@@ -66,14 +66,18 @@ def parse_args(argv=None):
                     help="JSON list of passages [{title, context, questions}] already in SEAL's eval order "
                          "(used instead of the dev file; see --export-subset)")
     ap.add_argument("--notes", default=None, help=f"notes JSON (default <data-dir>/{DEFAULT_NOTES})")
-    ap.add_argument("--n-edits", type=int, default=3, help="timed edits (passages 0..n-1)")
+    ap.add_argument("--n-edits", type=int, default=3, help="timed edits (passages first..first+n-1)")
+    ap.add_argument("--first-edit", type=int, default=0,
+                    help="index of the first evaluation passage to edit (a later run can cover new passages)")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-seqs", type=int, default=0,
                     help="cap training sequences per edit (0 = all); the raw passage is always kept")
     ap.add_argument("--seal-pad-length", type=int, default=2048, help="SEAL-style padding length")
     ap.add_argument("--engine-batch-size", default="1",
-                    help="engine training batch size; a comma list runs one engine variant per size")
+                    help="engine training batch size; a comma list runs one engine variant per entry; "
+                         "an entry may name a generation mode too, e.g. 32:eager (default: the engine's "
+                         "auto mode, compiled static-cache decoding on CUDA)")
     ap.add_argument("--repeats", type=int, default=1, help="time every edit this many times")
     ap.add_argument("--warmup-epochs", type=int, default=1, help="epochs of the untimed warm-up edit")
     ap.add_argument("--max-new-tokens", type=int, default=64)
@@ -86,6 +90,9 @@ def parse_args(argv=None):
     ap.add_argument("--export-subset", default=None, metavar="DIR",
                     help="write the first --n-edits eval passages and their notes to DIR (for the GPU box) and exit")
     ap.add_argument("--show", default=None, metavar="JSON", help="print the table of a saved result and exit")
+    ap.add_argument("--pool", nargs="+", default=None, metavar="JSON",
+                    help="pool saved results of the same settings over their passages (speed medians, "
+                         "accuracy and paired tests vs SEAL-style on the passages both ran) and exit")
     return ap.parse_args(argv)
 
 
@@ -95,9 +102,10 @@ def load_edits(args):
     data_dir = knowledge.data_dir(args.data_dir)
     if args.passages_file:
         raw = json.loads(Path(args.passages_file).read_text())
-        passages = knowledge._parse_passages(raw, args.passages_file, "dev")[: args.n_edits]
+        passages = knowledge._parse_passages(raw, args.passages_file, "dev")[
+            args.first_edit: args.first_edit + args.n_edits]
     else:
-        passages = knowledge.seal_eval_passages(args.n_edits, data_dir)
+        passages = knowledge.seal_eval_passages(args.first_edit + args.n_edits, data_dir)[args.first_edit:]
     notes_path = Path(args.notes) if args.notes else (data_dir / DEFAULT_NOTES if data_dir else None)
     if notes_path is None:
         sys.exit("no notes file: pass --notes or --data-dir / SEALBENCH_DATA_DIR")
@@ -418,11 +426,90 @@ def print_table(result: dict) -> None:
         print(f"INCOMPLETE run: {len(result['edits'])} of {result['config']['n_edits']} edits finished")
 
 
+def pool_results(paths: list[str]) -> dict:
+    """Pool several saved runs (e.g. one per device call) over their passages.
+
+    Per variant and passage the first run found counts; a passage that a variant ran twice is
+    checked for identical answers (reproducibility). Speed: median seconds per edit over all
+    pooled edits. Accuracy: per question; each engine variant is compared with SEAL-style on the
+    passages both ran (exact McNemar on the paired verdicts)."""
+    runs: dict[str, dict[str, dict]] = {}
+    repeats = {}
+    files = []
+    for path in paths:
+        result = json.loads(Path(path).read_text())
+        files.append({"file": str(path), "device_name": result["device_name"], "date": result["date"],
+                      "complete": result.get("complete"), "edits": len(result["edits"]),
+                      "dtype": result["dtype"], "epochs": result["config"]["epochs"]})
+        for rec in result["edits"]:
+            for variant, reps in rec["runs"].items():
+                first = dict(reps[0], golds=rec["golds"])
+                seen = runs.setdefault(variant, {})
+                if rec["passage_id"] in seen:
+                    same = seen[rec["passage_id"]]["answers"] == first["answers"]
+                    repeats.setdefault(variant, []).append(same)
+                else:
+                    seen[rec["passage_id"]] = first
+    summary = {}
+    for variant, by_passage in runs.items():
+        correct = [c for r in by_passage.values() for c in r["correct"]]
+        summary[variant] = {
+            "edits": len(by_passage), "n_questions": len(correct), "correct": sum(correct),
+            "accuracy": sum(correct) / max(len(correct), 1),
+            "seconds_per_edit_median": statistics.median(r["seconds"]["total"] for r in by_passage.values()),
+            "train_median": statistics.median(r["seconds"]["train"] for r in by_passage.values()),
+            "answer_median": statistics.median(r["seconds"]["answer"] for r in by_passage.values()),
+            "repeated_passages_identical_answers": (f"{sum(repeats[variant])}/{len(repeats[variant])}"
+                                                    if variant in repeats else None),
+        }
+    comparisons = {}
+    for variant in runs:
+        if variant == "seal" or "seal" not in runs:
+            continue
+        common = [pid for pid in runs[variant] if pid in runs["seal"]]
+        s_seal = [c for pid in common for c in runs["seal"][pid]["correct"]]
+        s_v = [c for pid in common for c in runs[variant][pid]["correct"]]
+        b = sum(1 for x, y in zip(s_seal, s_v) if x and not y)
+        c = sum(1 for x, y in zip(s_seal, s_v) if y and not x)
+        seal_s = statistics.median(runs["seal"][pid]["seconds"]["total"] for pid in common)
+        var_s = statistics.median(runs[variant][pid]["seconds"]["total"] for pid in common)
+        comparisons[variant] = {
+            "passages": len(common), "n_questions": len(s_v),
+            "accuracy_seal": sum(s_seal) / max(len(s_seal), 1), "accuracy": sum(s_v) / max(len(s_v), 1),
+            "discordant_seal_only": b, "discordant_engine_only": c, "mcnemar_exact_p": mcnemar_p(b, c),
+            "speedup_vs_seal": seal_s / var_s,
+        }
+    return {"files": files, "summary": summary, "comparisons": comparisons}
+
+
+def print_pool(pooled: dict) -> None:
+    for f in pooled["files"]:
+        print(f"{f['file']}: {f['device_name']} {f['date']}, {f['edits']} edits, {f['dtype']}, {f['epochs']} epochs")
+    print("\n| style | edits | s/edit (median) | train | answer | accuracy | repeated passages, same answers |")
+    print("|---|---|---|---|---|---|---|")
+    for v, s in pooled["summary"].items():
+        print(f"| {v} | {s['edits']} | {s['seconds_per_edit_median']:.2f} | {s['train_median']:.2f} | "
+              f"{s['answer_median']:.2f} | {s['accuracy']:.1%} ({s['correct']}/{s['n_questions']}) | "
+              f"{s['repeated_passages_identical_answers'] or '-'} |")
+    for v, c in pooled["comparisons"].items():
+        print(f"{v} vs SEAL-style on {c['passages']} passages / {c['n_questions']} questions: "
+              f"{c['speedup_vs_seal']:.2f}x, accuracy {c['accuracy']:.1%} vs {c['accuracy_seal']:.1%} "
+              f"(discordant {c['discordant_seal_only']} SEAL-only / {c['discordant_engine_only']} engine-only, "
+              f"McNemar p={c['mcnemar_exact_p']:.2f})")
+
+
 # ----------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.show:
         print_table(json.loads(Path(args.show).read_text()))
+        return 0
+    if args.pool:
+        pooled = pool_results(args.pool)
+        print_pool(pooled)
+        if args.out:
+            Path(args.out).write_text(json.dumps(pooled, indent=1))
+            print(f"wrote {args.out}")
         return 0
     if args.export_subset:
         export_subset(args)
@@ -430,7 +517,9 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     styles = [s.strip() for s in args.styles.split(",") if s.strip()]
-    engine_sizes = [int(x) for x in str(args.engine_batch_size).split(",") if x.strip()]
+    # "32" or "32:eager": training batch size and generation mode of one engine variant
+    engine_specs = [(int(x.split(":")[0]), x.split(":")[1] if ":" in x else None)
+                    for x in str(args.engine_batch_size).split(",") if x.strip()]
     load_start = os.getloadavg()
     started = _dt.datetime.now(_dt.timezone.utc)
 
@@ -448,6 +537,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     loop = InnerLoop(eng_loaded, LoRAConfig()) if eng_loaded else None
     engine_wrap_seconds = time.perf_counter() - t0
+    # one InnerLoop per variant, all on the engine's single PEFT wrapper (same LoRA config)
+    loops = {}
+    for b, mode in (engine_specs if loop else []):
+        name = f"engine_bs{b}" + (f"_{mode}" if mode else "")
+        loops[name] = (b, InnerLoop(eng_loaded, LoRAConfig(), generation=mode))
     base = seal_loaded.model if seal_loaded else None
     memory_after_load_mb = current_memory_mb(device)  # both model copies + the engine's adapter
     workdir = tempfile.mkdtemp(prefix="sealbench_bench_")
@@ -455,7 +549,7 @@ def main(argv=None) -> int:
     def prompts_of(p):
         return [format_prompt(tok, knowledge.answer_prompt(p, q), prompt_style) for q in p.questions]
 
-    variants = (["seal"] if "seal" in styles else []) + [f"engine_bs{b}" for b in engine_sizes if "engine" in styles]
+    variants = (["seal"] if "seal" in styles else []) + list(loops)
     print(f"device={device} ({device_name(device)}) dtype={loaded.dtype} threads={torch.get_num_threads()} "
           f"edits={len(edits)} epochs={args.epochs} seqs/edit={[len(t) for _, t in edits]} "
           f"questions={sum(len(p.questions) for p, _ in edits)} grader={grade_name}", flush=True)
@@ -465,14 +559,17 @@ def main(argv=None) -> int:
         if variant == "seal":
             r, base = seal_style_edit(base, tok, texts, prompts, args, seed, epochs, workdir, device)
             return r
-        bs = int(variant.split("bs")[1])
-        return engine_edit(loop, texts, prompts, args, seed, epochs, bs, device)
+        bs, variant_loop = loops[variant]
+        return engine_edit(variant_loop, texts, prompts, args, seed, epochs, bs, device)
 
     # warm-up: one untimed short edit per variant (CUDA context, kernels, allocator, tokenizer caches)
     # (the last two sequences of edit 0: one note and the raw passage, the longest sequence)
+    # (on CUDA the engine's warm-up also compiles its decode step: a one-off cost per process)
     wp, wtexts = edits[0]
+    warmup_seconds = {}
     for v in variants:
         w = run(v, wp, wtexts[-2:], args.seed, args.warmup_epochs, prompts_of(wp)[:2])
+        warmup_seconds[v] = w["seconds"]
         print(f"warm-up {v}: {w['seconds']['total']:.2f}s", flush=True)
 
     def build_result(per_edit, complete):
@@ -548,6 +645,7 @@ def main(argv=None) -> int:
                               "per generate(), unload + delete adapter dir (counted in save_reload)",
                 "engine": "InnerLoop.reset in memory, no padding at bs 1 / dynamic padding at bs>1, batched "
                           "left-padded greedy generate",
+                "engine_generation_modes": {n: lp.generation_mode for n, (_, lp) in loops.items()},
             },
             "grader": grade_name,
             "target_speedup": target,
@@ -557,6 +655,7 @@ def main(argv=None) -> int:
                             "copies (SEAL-style and engine each hold one); memory_after_load_mb is that "
                             "common floor"),
             "load_seconds": load_seconds, "engine_wrap_seconds_once": engine_wrap_seconds,
+            "warmup_seconds": warmup_seconds,
             "complete": complete, "summary": summary, "comparisons": comparisons, "base_model_accuracy": base_acc,
             "edits": per_edit,
         }
@@ -569,7 +668,7 @@ def main(argv=None) -> int:
     for e, (p, texts) in enumerate(edits):
         prompts = prompts_of(p)
         golds = [q.answers for q in p.questions]
-        seed = args.seed + e
+        seed = args.seed + args.first_edit + e  # the seed of an edit is tied to its passage
         rec = {"passage_id": p.id, "title": p.title, "n_sequences": len(texts), "n_questions": len(prompts),
                "questions": [q.question for q in p.questions], "golds": golds, "runs": {v: [] for v in variants}}
         for rep in range(args.repeats):

@@ -11,13 +11,17 @@ without changing SEAL's optimisation semantics (docs/DESIGN.md §5):
   With ``batch_size > 1`` sequences are padded only to the longest in their batch (dynamic padding)
   and the loss is the mean over real tokens (the attention mask decides what is real, because the
   pad token may equal EOS).
-* Answers are generated in batches with left padding, greedy, stopping at EOS.
+* Answers are generated in batches with left padding, greedy, stopping at EOS. On CUDA, decoding
+  runs on merged adapter weights with a static KV cache and a compiled, CUDA-graphed decode step:
+  at batch sizes this small a decode step is all kernel-launch overhead (see `generation_mode`).
 
 Only torch, transformers and peft are imported here (the engine must run on the GPU box).
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 import random
 import resource
 import time
@@ -27,6 +31,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from .models import LoadedModel
+
+log = logging.getLogger(__name__)
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -96,13 +102,14 @@ class InnerLoop:
             answers = loop.generate(prompts)
     """
 
-    def __init__(self, loaded: LoadedModel, lora: LoRAConfig | None = None):
+    def __init__(self, loaded: LoadedModel, lora: LoRAConfig | None = None, generation: str | None = None):
         from peft import LoraConfig, get_peft_model
 
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.lora = lora or LoRAConfig()
+        self.generation_mode = generation_mode(self.device, generation)
         peft_config = LoraConfig(r=self.lora.r, lora_alpha=self.lora.alpha,
                                  lora_dropout=self.lora.dropout,
                                  target_modules=list(self.lora.target_modules), bias="none",
@@ -319,6 +326,19 @@ class InnerLoop:
             return self._generate(prompts, max_new_tokens, batch_size, do_sample, temperature, top_p, seed)
 
     def _generate(self, prompts, max_new_tokens, batch_size, do_sample, temperature, top_p, seed) -> list[str]:
+        if self.generation_mode != "eager":
+            try:
+                return self._generate_batches(prompts, max_new_tokens, batch_size, do_sample, temperature,
+                                              top_p, seed, compiled=True)
+            except Exception as err:  # a backend that cannot compile here must not sink the run
+                log.warning("compiled generation (%s) failed, falling back to eager generation for the "
+                            "rest of this run: %s: %s", self.generation_mode, type(err).__name__, err)
+                self.generation_mode = "eager"
+        return self._generate_batches(prompts, max_new_tokens, batch_size, do_sample, temperature, top_p,
+                                      seed, compiled=False)
+
+    def _generate_batches(self, prompts, max_new_tokens, batch_size, do_sample, temperature, top_p, seed,
+                          compiled: bool) -> list[str]:
         tok = self.tokenizer
         old_side = tok.padding_side
         tok.padding_side = "left"
@@ -332,10 +352,17 @@ class InnerLoop:
         try:
             for b in range(0, len(order), batch_size):
                 idx = order[b: b + batch_size]
-                enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                          add_special_tokens=False).to(self.device)
+                rows = [prompts[i] for i in idx]
+                if compiled:
+                    # Batches come in a few fixed shapes (filler rows repeat the last prompt and are
+                    # dropped) so the compiled decode step is reused, not recompiled per batch.
+                    rows += [rows[-1]] * (_row_bucket(len(rows), batch_size) - len(rows))
+                enc = tok(rows, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
                 kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
                               eos_token_id=tok.eos_token_id)
+                if compiled:
+                    kwargs.update(_static_cache_kwargs(self.generation_mode, enc["input_ids"].shape[1],
+                                                       max_new_tokens))
                 if do_sample:
                     # One seed per batch drawn from the run's generator: reproducible sampling
                     # that does not depend on what ran before in this process.
@@ -350,6 +377,51 @@ class InnerLoop:
         finally:
             tok.padding_side = old_side
         return outputs
+
+
+def generation_mode(device: str, requested: str | None = None) -> str:
+    """How `InnerLoop.generate` decodes: `eager`, or a compiled static-cache decode step.
+
+    `auto` (the default; the environment variable SEALBENCH_GENERATION overrides it) is eager on
+    the CPU, and on CUDA `inductor` (torch.compile, mode reduce-overhead: fused kernels replayed as
+    a CUDA graph) when Triton is available, else `cudagraphs` (the same capture without Triton).
+    Greedy answers are the same tokens up to bf16 rounding of differently fused kernels.
+    """
+    mode = requested or os.environ.get("SEALBENCH_GENERATION", "auto")
+    if mode not in ("auto", "eager", "inductor", "cudagraphs"):
+        raise ValueError(f"unknown generation mode {mode!r}; use auto, eager, inductor or cudagraphs")
+    if mode == "auto":
+        if not device.startswith("cuda"):
+            return "eager"
+        try:
+            from torch.utils._triton import has_triton
+            return "inductor" if has_triton() else "cudagraphs"
+        except ImportError:
+            return "cudagraphs"
+    return mode
+
+
+def _row_bucket(n: int, batch_size: int) -> int:
+    """Rows of a compiled generation batch: a power of two, at least 8, at most `batch_size`."""
+    return max(n, min(batch_size, max(8, 2 ** math.ceil(math.log2(max(n, 1))))))
+
+
+def _static_cache_kwargs(mode: str, prompt_length: int, max_new_tokens: int) -> dict:
+    """`generate` arguments for a static KV cache and a compiled decode step.
+
+    The cache length is rounded up to a multiple of 512 (transformers keeps the largest length
+    seen), so a run compiles the decode step once per shape bucket instead of once per batch.
+    """
+    from transformers.generation.configuration_utils import CompileConfig
+
+    if mode == "inductor":
+        compile_config = CompileConfig(fullgraph=False, dynamic=False, backend="inductor",
+                                       mode="reduce-overhead")
+    else:
+        compile_config = CompileConfig(fullgraph=False, dynamic=False, backend="cudagraphs", mode=None)
+    needed = prompt_length + max_new_tokens
+    return dict(cache_implementation="static", max_cache_len=512 * math.ceil(needed / 512),
+                compile_config=compile_config)
 
 
 def _lr_lambda(kind: str, warmup: int, total: int):

@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from sealbench.inner_loop import InnerLoop, LoRAConfig, TrainConfig, TrainingError
+from sealbench import inner_loop
+from sealbench.inner_loop import InnerLoop, LoRAConfig, TrainConfig, TrainingError, _row_bucket, generation_mode
 from sealbench.models import tiny_random_model
 
 TEXTS = ["Zorbian glass\nIt was invented in 1873.", "Zorbian glass\nElodie Marwick made it in Pellharrow, "
@@ -173,3 +174,47 @@ def test_merged_adapter_generation_matches_and_restores_base_bits(loop):
     with loop.base_model():  # inside base_model() the adapter stays off, merged or not
         assert loop.generate(prompts, max_new_tokens=8, merge_adapter=True) == \
             loop.generate(prompts, max_new_tokens=8, merge_adapter=False)
+
+
+def test_generation_mode_choice(monkeypatch):
+    monkeypatch.delenv("SEALBENCH_GENERATION", raising=False)
+    assert generation_mode("cpu") == "eager"            # compiling pays off only on a GPU
+    assert generation_mode("cuda") in ("inductor", "cudagraphs")
+    assert generation_mode("cuda", "eager") == "eager"
+    monkeypatch.setenv("SEALBENCH_GENERATION", "eager")
+    assert generation_mode("cuda") == "eager"
+    with pytest.raises(ValueError, match="unknown generation mode"):
+        generation_mode("cpu", "fast")
+    # compiled batches come in few shapes: powers of two, at least 8, at most the batch size
+    assert [_row_bucket(n, 16) for n in (1, 5, 8, 9, 16)] == [8, 8, 8, 16, 16]
+    assert _row_bucket(3, 4) == 4 and _row_bucket(20, 16) == 20
+
+
+def test_static_cache_generation_matches_eager(tiny):
+    """The compiled path's batching (filler rows, static KV cache) changes no answer. On the CPU
+    transformers declines to compile, so this checks everything but the CUDA graph itself
+    (benchmarks/results/inner_loop_cuda_compiled_*.json compares the compiled answers on a GPU)."""
+    loop = InnerLoop(tiny_random_model(seed=1, vocab_from=tiny), LoRAConfig(r=4, alpha=8), generation="eager")
+    loop.reset(0)
+    loop.train(TEXTS, TrainConfig(epochs=3, learning_rate=1e-2))
+    before = base_weights(loop)
+    prompts = ["Zorbian glass\\n", "Short", "Question: what is it?\nAnswer:"]
+    eager = loop.generate(prompts, max_new_tokens=8, merge_adapter=True)
+    loop.generation_mode = "inductor"
+    static = loop.generate(prompts, max_new_tokens=8, merge_adapter=True)
+    assert loop.generation_mode == "inductor"  # it ran, it did not fall back
+    assert static == eager
+    assert all(torch.equal(before[n], after) for n, after in base_weights(loop).items())
+
+
+def test_compiled_generation_falls_back_to_eager(tiny, monkeypatch, caplog):
+    loop = InnerLoop(tiny_random_model(seed=1, vocab_from=tiny), LoRAConfig(r=4, alpha=8), generation="cudagraphs")
+    eager = InnerLoop(loop.loaded, LoRAConfig(r=4, alpha=8), generation="eager")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no backend here")
+    monkeypatch.setattr(inner_loop, "_static_cache_kwargs", broken)
+    with caplog.at_level("WARNING"):
+        answers = loop.generate(["Hi", "Short"], max_new_tokens=6)
+    assert loop.generation_mode == "eager" and "falling back to eager" in caplog.text
+    assert answers == eager.generate(["Hi", "Short"], max_new_tokens=6)
