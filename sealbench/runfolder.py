@@ -170,12 +170,16 @@ def now_iso() -> str:
 
 
 def build_manifest(config: dict, model_info: dict, device: str, argv: list[str] | None = None) -> dict:
+    from .inner_loop import generation_mode
+
     return {
         "config": config,
         "seed": config.get("seed"),
         "model": model_info,
         "device": device,
         "device_name": device_name(device),
+        # compiled decoding on CUDA rounds differently from eager decoding (bf16): say which ran
+        "generation_mode": generation_mode(device),
         "versions": package_versions(),
         "git_commit": git_commit(),
         "command": " ".join(argv or sys.argv),
