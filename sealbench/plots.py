@@ -207,25 +207,44 @@ def time_per_edit(runs, path: Path) -> str | None:
 
 # ----------------------------------------------------------------------------------- RL
 def rl_rewards(runs, path: Path) -> str | None:
-    """Mean reward (all sampled self-edits, and the kept ones) against RL round, one colour per run."""
-    series = [(r, [x for x in r.summary.get("rounds") or [] if isinstance(x, dict)]) for r in runs]
-    series = [(r, rs) for r, rs in series if rs]
+    """Per RL round, one colour per run: mean reward of all sampled self-edits (solid) and of the
+    kept ones (dashed) on the RL passages, and the policy's held-out accuracy (dotted, round 0 =
+    the starting model), each with its 95% CI as error bars."""
+    series = []
+    for r in runs:
+        rounds = [x for x in r.summary.get("rounds") or [] if isinstance(x, dict)]
+        heldout = [{"round": h.get("round"), "heldout": h.get("accuracy")}
+                   for h in r.summary.get("heldout") or [] if isinstance(h, dict)]
+        if rounds or heldout:
+            series.append((r, rounds, heldout))
     if not series:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for i, (r, rounds) in enumerate(series):
-        color = PALETTE[i % len(PALETTE)]
-        xs = [x.get("round", j) for j, x in enumerate(rounds)]
-        for key, style in (("mean_reward_all", "-"), ("mean_reward_kept", "--")):
-            ys = [_num(x.get(key)) for x in rounds]
-            pts = [(a, b) for a, b in zip(xs, ys) if b is not None]
-            if pts:
-                ax.plot([a for a, _ in pts], [b for _, b in pts], style, marker="o", color=color,
-                        label=f"{r.run_id[-18:]}: {key.replace('mean_reward_', '')}")
-    ax.set_xlabel("RL round")
-    ax.set_ylabel("mean reward")
-    ax.set_title("SEAL outer loop: rewards per round", fontsize=10)
+    all_x = set()
+    for i, (r, rounds, heldout) in enumerate(series):
+        metrics = ((rounds, "mean_reward_all", "-", "reward, all samples"),
+                   (rounds, "mean_reward_kept", "--", "reward, kept"),
+                   (heldout, "heldout", ":", "held-out accuracy"))
+        for m, (rows, key, style, what) in enumerate(metrics):
+            pts = [(x.get("round", j), x.get(key)) for j, x in enumerate(rows) if _num(x.get(key)) is not None]
+            if not pts:
+                continue
+            # one colour per metric for a single run, per run otherwise; a small sideways shift
+            # keeps error bars of the same round apart
+            color = PALETTE[(m if len(series) == 1 else i) % len(PALETTE)]
+            xs = [a + (m - 1) * 0.05 for a, _ in pts]
+            ys = [_num(b) for _, b in pts]
+            lo = [y - (b.get("ci_low", y) if isinstance(b, dict) else y) for y, (_, b) in zip(ys, pts)]
+            hi = [(b.get("ci_high", y) if isinstance(b, dict) else y) - y for y, (_, b) in zip(ys, pts)]
+            ax.errorbar(xs, ys, yerr=[lo, hi], fmt="o" + style, color=color, capsize=3, lw=1.2,
+                        label=f"{r.run_id}: {what}" if len(series) > 1 else what)
+            all_x.update(a for a, _ in pts)
+    ax.set_xticks(sorted(all_x))  # rounds are whole numbers
+    ax.set_xlabel("RL round (0 = starting model)")
+    ax.set_ylabel("mean reward / accuracy (95% CI)")
+    ax.set_title("SEAL outer loop per round" + (f": {series[0][0].run_id}" if len(series) == 1 else ""),
+                 fontsize=10)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
