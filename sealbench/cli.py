@@ -1,345 +1,283 @@
-"""The `sealbench` command line.
+"""The `sealbench` command line: commands only. `run`'s and `train-seal`'s flags are generated from
+the config schema (config.py), so a flag, a preset key and a contender field mean one thing.
 
     sealbench run --task seal_squad_nocontext --contender base passage self-notes --n-passages 10
-    sealbench run --protocol cpt --contender passage teacher-notes --cpt-n 1 4 16
-    sealbench run --all --preset smoke|default|paper
+    sealbench run --all --preset smoke|default|gpu|paper
     sealbench train-seal --preset cpu
-    sealbench compare reports/
-    sealbench leaderboard reports/
+    sealbench compare reports/          sealbench leaderboard reports/ benchmarks/results/
     sealbench grade --in rows.jsonl --out verdicts.jsonl [--grader match]
-    sealbench list
+    sealbench list                      sealbench model-path [MODEL]      sealbench migrate DIR
 
-Errors a user can fix (bad data, bad config, unknown names) print one line and exit with status 2.
+Errors a user can fix (bad flags, data, config, names) print one line and exit with status 2; a
+run whose units failed says how many and where, and exits with status 1 (`--allow-failures`: 0).
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
-import os
 import sys
+import types
+import typing
 from pathlib import Path
 
-KNOWLEDGE_TASK = "seal_squad_nocontext"
+from pydantic import BaseModel
+
+from .config import ConfigError, RLConfig, RunConfig, validate
 
 
-def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="run contenders on a task and write reports/<run-id>/",
-                       description="Run contenders on a task. The run folder is named after the config: "
-                                   "the same command resumes (finished units are reused); a changed "
-                                   "config gets a new folder. Unset options keep the protocol's defaults.")
-    p.add_argument("--all", action="store_true",
-                   help="run every task, contender and protocol of --preset (presets/all/*.yaml)")
-    p.add_argument("--preset", default="default", help="with --all: smoke | default | paper | path.yaml")
-    p.add_argument("--task", default=KNOWLEDGE_TASK,
-                   help="seal_squad_nocontext (default) | seal_arc_fewshot | seal_arc_mini")
-    p.add_argument("--protocol", default="single", choices=["single", "cpt", "continual"],
-                   help="knowledge protocol: single passage (n=1), continued pretraining, continual edits")
-    p.add_argument("--contender", nargs="+", default=None, metavar="NAME",
-                   help="contenders by name (baselines/*.yaml) or path to a contender YAML "
-                        "(default: base passage; continual: passage)")
-    p.add_argument("--n-passages", type=int, default=None,
-                   help="first N of SEAL's 200 evaluation passages (single: 10; continual: the pool)")
-    p.add_argument("--cpt-n", type=int, nargs="+", default=None, metavar="N",
-                   help="cpt: the numbers of passages per adapter (default 1 4 16)")
-    p.add_argument("--steps", type=int, default=None, help="continual: K sequential edits (default 8)")
-    p.add_argument("--sequences", type=int, default=None, help="continual: S random orders (default 8)")
-    p.add_argument("--model", default=None,
-                   help="'embedded' (SmolLM2-135M-Instruct, default), a checkpoint dir, a .gguf file or a hub id")
-    p.add_argument("--device", default=None, help="auto (default) | cpu | cuda[:N]")
-    p.add_argument("--dtype", default=None, help="auto (fp32 on CPU, bf16 on GPU) | float32 | bfloat16")
-    p.add_argument("--seed", type=int, default=None, help="default 0")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with squad/, notes/, arc/; default $SEALBENCH_DATA_DIR, else the public datasets")
-    p.add_argument("--reports-dir", default="reports")
-    p.add_argument("--grader", default=None, help="match (default, deterministic) | em | f1 | judge")
-    p.add_argument("--k", type=int, default=None, help="self-edits per passage for note-writing contenders")
-    p.add_argument("--notes-max-tokens", type=int, default=None, help="max new tokens per sampled self-edit")
-    p.add_argument("--max-statements", type=int, default=None,
-                   help="self-edits with more lines are invalid (default 256)")
-    p.add_argument("--seal-preset", default=None,
-                   help="RL preset for the seal contender's policy: tiny | cpu | paper | path.yaml "
-                        "(default: the one in baselines/seal.yaml)")
-    p.add_argument("--epochs", type=int, default=None, help="inner-loop epochs (SEAL: 10; cpt: 3)")
-    p.add_argument("--lr", type=float, default=None, help="inner-loop learning rate (SEAL: 1e-3)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="inner-loop batch size; 1 (default) = SEAL's semantics (no padding needed)")
-    p.add_argument("--lora-r", type=int, default=None, help="default 32")
-    p.add_argument("--lora-alpha", type=int, default=None, help="default 64")
-    p.add_argument("--answer-style", default=None, choices=["plain", "chat", "auto"],
-                   help="answer prompt as SEAL's plain text (default), or inside the chat template")
-    p.add_argument("--notes-style", default=None, choices=["plain", "chat", "auto"],
-                   help="self-edit prompt style (default auto: chat template when the model has one)")
-    p.add_argument("--arc", nargs="+", default=None, metavar="KEY=VALUE",
-                   help="ARC tasks: run settings, e.g. tasks=challenges.json:solutions.json n_tasks=4 "
-                        "budget=cpu policy_model=DIR rl_tasks=seal-train ttt.cap=64 edit_format=guided "
-                        "'mini_rules=[color_map]' 'mini_size=[3, 3]' (see docs/arc.md)")
-    p.add_argument("--threads", default="auto",
-                   help="torch CPU threads; auto = all cores when the machine is idle, fewer when busy")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=cmd_run)
+class Parser(argparse.ArgumentParser):
+    """argparse that answers an unknown flag with the closest known ones and the usage."""
+
+    def error(self, message: str):
+        if "unrecognized arguments" in message:
+            known = [o for a in self._actions for o in a.option_strings]
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], known, n=2)
+                if close:
+                    message += f" (did you mean {' or '.join(close)}?)"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"sealbench: error: {message}\n")
 
 
-def _arc_settings(pairs: list[str] | None, k: int | None) -> dict | None:
-    """`--arc a=1 ttt.cap=64` -> {"a": 1, "ttt": {"cap": 64}} (values read as YAML scalars)."""
-    import yaml
-
-    out: dict = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"--arc expects KEY=VALUE, got {pair!r}")
-        *parents, leaf = key.split(".")
-        node = out
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = yaml.safe_load(value)
-    if k is not None:
-        out.setdefault("k", k)
-    return out or None
-
-
-def _job_from_args(args) -> dict:
-    job = {"task": args.task, "protocol": args.protocol, "contenders": args.contender,
-           "n_passages": args.n_passages, "cpt_n": args.cpt_n, "steps": args.steps,
-           "sequences": args.sequences, "model": args.model, "device": args.device, "dtype": args.dtype,
-           "seed": args.seed, "grader": args.grader, "k": args.k, "notes_max_tokens": args.notes_max_tokens,
-           "max_statements": args.max_statements, "seal_preset": args.seal_preset, "epochs": args.epochs,
-           "lr": args.lr, "batch_size": args.batch_size, "lora_r": args.lora_r, "lora_alpha": args.lora_alpha,
-           "answer_style": args.answer_style, "notes_style": args.notes_style}
-    if args.task in ("seal_arc_fewshot", "seal_arc_mini"):
-        job["arc"] = _arc_settings(args.arc, job.pop("k"))
-    elif args.arc:
-        raise UserError("--arc applies to the ARC tasks (seal_arc_fewshot, seal_arc_mini) only")
-    if job["n_passages"] is not None and job["n_passages"] < 1:
-        raise UserError("--n-passages must be at least 1")
-    return {k: v for k, v in job.items() if v is not None}
-
-
-def cmd_run(args) -> int:
-    from .jobs import JobError, load_all_preset, run_job
-    from .models import set_threads
-    from .protocols import failures
-
-    threads = set_threads(args.threads)
-    try:
-        if args.all:
-            # Flags given beside --all (model, device, seed...) apply to every job of the preset.
-            given = {k: v for k, v in _job_from_args(args).items() if k not in ("task", "protocol")}
-            jobs = [{**job, **given} for job in load_all_preset(args.preset)]
+# ------------------------------------------------------------------------------ schema -> flags
+def add_settings_flags(p: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "",
+                       skip: tuple[str, ...] = ()) -> None:
+    """One flag per setting of `model` (nested settings get `--<field>-<setting>`), all default None
+    so that only what the user typed overrides a preset or the schema's default."""
+    for name, f in model.model_fields.items():
+        if name in skip:
+            continue
+        ann = f.annotation
+        inner = _unwrap(ann)
+        dest = prefix + name
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            add_settings_flags(p, inner, prefix=f"{dest}__")
+            continue
+        flag = (f.json_schema_extra or {}).get("flag") or "--" + dest.replace("__", "-").replace("_", "-")
+        default = f.default if not isinstance(f.default, BaseModel) else None
+        help_text = f"{f.description or ''} (default: {_show(default)})".strip()
+        choices = typing.get_args(inner) if typing.get_origin(inner) is typing.Literal else None
+        if inner is bool:
+            p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(inner) is tuple:
+            p.add_argument(flag, dest=dest, nargs="+", default=None, metavar="V", help=help_text)
         else:
-            jobs = [_job_from_args(args)]
-    except JobError as err:
-        raise UserError(str(err)) from None
-    say = lambda msg: print(msg, file=sys.stderr)  # noqa: E731
+            p.add_argument(flag, dest=dest, default=None, choices=choices, metavar=None if choices else "V",
+                           help=help_text)
+
+
+def _unwrap(ann):
+    """X | None -> X."""
+    if typing.get_origin(ann) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(ann) if a is not type(None)]
+        return args[0] if len(args) == 1 else ann
+    return ann
+
+
+def _show(v) -> str:
+    return "by protocol" if v is None else " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+
+
+def settings_from_args(args, model: type[BaseModel], prefix: str = "") -> dict:
+    """The flags the user gave, as a (nested) settings dict."""
+    out = {}
+    for name, f in model.model_fields.items():
+        inner = _unwrap(f.annotation)
+        dest = prefix + name
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            nested = settings_from_args(args, inner, prefix=f"{dest}__")
+            if nested:
+                out[name] = nested
+        elif getattr(args, dest, None) is not None:
+            out[name] = getattr(args, dest)
+    return out
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_run(args) -> int:
+    from . import registry
+    from .engine.models import set_threads
+    from .runner import run
+
+    given = settings_from_args(args, RunConfig)
     if args.all:
-        say(f"preset {args.preset}: {len(jobs)} job(s); {threads} torch thread(s)")
-    total_failed = 0
+        path, jobs = registry.all_preset(args.preset)
+        jobs = [validate(RunConfig, {**j.model_dump(exclude_unset=True), **given}, f"{path} job {i}")
+                for i, j in enumerate(jobs)]
+    else:
+        jobs = [validate(RunConfig, given, "sealbench run")]
+    threads = set_threads(jobs[0].threads)
+    say = _say(args)
+    say(f"{len(jobs)} job(s); {threads} torch thread(s) (--threads {jobs[0].threads})")
+    failed = 0
     for i, job in enumerate(jobs, 1):
         if len(jobs) > 1:
-            task = job.get("task", KNOWLEDGE_TASK)
-            protocol = f" · {job.get('protocol', 'single')}" if task == KNOWLEDGE_TASK else ""
-            say(f"[job {i}/{len(jobs)}] {task}{protocol} · {' '.join(job.get('contenders', []))}")
-        try:
-            folder, summary, table = run_job(job, args.reports_dir, args.data_dir,
-                                             progress=not args.no_progress, announce=say)
-        except JobError as err:
-            raise UserError(str(err)) from None
-        print(table)
-        failed, first = failures(summary)
-        total_failed += failed
-        if failed:
-            say(f"{failed} unit(s) failed and were recorded (re-run the same command to retry them); "
-                f"first error: {first}")
-        say(f"written: {folder}/summary.json")
-    return 0
-
-
-def _add_compare(sub) -> None:
-    p = sub.add_parser("compare", help="side-by-side tables and plots of every run in a reports dir",
-                       description="Write Markdown, CSV and HTML tables and PNG plots comparing every "
-                                   "finished run under REPORTS_DIR (default: REPORTS_DIR/compare/).")
-    p.add_argument("reports_dir", nargs="?", default="reports")
-    p.add_argument("--out", default=None, help="output folder (default: REPORTS_DIR/compare)")
-    p.add_argument("--no-plots", action="store_true")
-    p.set_defaults(func=lambda a: _delegate("compare", a))
-
-
-def _add_leaderboard(sub) -> None:
-    p = sub.add_parser("leaderboard", help="rank contenders; write leaderboard.md and leaderboard.html",
-                       description="Rank contenders per task/protocol/model over every finished run, with "
-                                   "SEAL's published numbers as reference rows. Exit 2 if nothing to rank.")
-    p.add_argument("reports_dir", nargs="?", default="reports")
-    p.add_argument("--out", default=None, help="output folder (default: REPORTS_DIR)")
-    p.add_argument("--data-dir", default=None, help="where reference/ lives (default $SEALBENCH_DATA_DIR)")
-    p.add_argument("--no-plots", action="store_true")
-    p.set_defaults(func=lambda a: _delegate("leaderboard", a))
-
-
-def _delegate(name: str, args) -> int:
-    """compare/leaderboard own their argument handling; pass the parsed flags through."""
-    argv = [args.reports_dir] + (["--out", args.out] if args.out else []) + (["--no-plots"] if args.no_plots else [])
-    if getattr(args, "data_dir", None):
-        argv += ["--data-dir", args.data_dir]
-    if name == "compare":
-        from .compare import main as compare_main
-        return compare_main(argv)
-    from .leaderboard import main as leaderboard_main
-    return leaderboard_main(argv)
-
-
-def _add_train_seal(sub) -> None:
-    p = sub.add_parser("train-seal", help="run only SEAL's RL loop (ReST-EM) and cache the policy",
-                       description="Train the SEAL policy on the RL passage pool. Resumable: the same "
-                                   "command continues at the unit it stopped in. `sealbench run "
-                                   "--contender seal` reuses the finished policy of the same config.")
-    p.add_argument("--preset", default="cpu", help="tiny | cpu | paper | path to an RL preset YAML")
-    p.add_argument("--model", default="embedded")
-    p.add_argument("--n-passages", type=int, default=None, help="passages of the RL pool")
-    p.add_argument("--k", type=int, default=None, help="self-edits sampled per passage")
-    p.add_argument("--repeats", type=int, default=None, help="inner-loop seeds per reward")
-    p.add_argument("--rounds", type=int, default=None)
-    p.add_argument("--keep", default=None, choices=["top1", "beats-passage"])
-    p.add_argument("--heldout-passages", type=int, default=None,
-                   help="SEAL evaluation passages scored after every round (round 0 = starting model)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--reports-dir", default="reports")
-    p.add_argument("--threads", default="auto")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=cmd_train_seal)
+            say(f"[job {i}/{len(jobs)}] {job.task} · {job.protocol} · {' '.join(job.resolve().contenders)}")
+        result = run(job, progress=not args.no_progress, say=say)
+        print(result.markdown)
+        if result.failures:
+            failed += len(result.failures)
+            say(f"{len(result.failures)} of {result.n_units} unit(s) failed (rows in {result.folder}/results.jsonl; "
+                f"re-run the same command to retry them); first: {result.failures[0]}")
+        say(f"written: {result.folder}")
+    return 1 if failed and not any(j.allow_failures for j in jobs) else 0
 
 
 def cmd_train_seal(args) -> int:
-    from .models import set_threads
-    from .rl import SealTrainer, load_preset, rl_table
+    from . import registry
+    from .engine.models import set_threads
+    from .rl import ensure_policy
 
     set_threads(args.threads)
-    try:
-        config = load_preset(args.preset, model=args.model, n_passages=args.n_passages, k=args.k,
-                             repeats=args.repeats, rounds=args.rounds, keep=args.keep, seed=args.seed,
-                             heldout_passages=args.heldout_passages, device=args.device, dtype=args.dtype)
-    except (ValueError, TypeError) as err:
-        raise UserError(str(err)) from None
-    trainer = SealTrainer(config, args.reports_dir, args.data_dir, progress=not args.no_progress)
-    print(f"RL run folder: {trainer.folder.path}", file=sys.stderr)
-    trainer.train()
-    print(rl_table(trainer.summary()))
-    print(f"written: {trainer.folder.path}/summary.json", file=sys.stderr)
+    cfg = registry.rl_preset(args.preset, **settings_from_args(args, RLConfig))
+    policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args))
+    print(policy.table())
     return 0
 
 
-def _add_grade(sub) -> None:
-    p = sub.add_parser("grade", help="grade answers in a JSONL file",
-                       description="Each input row needs question, gold (string or list) and prediction; "
-                                   "output rows add `correct` (bool) and `grader`.")
-    p.add_argument("--in", dest="inp", required=True, help="input JSONL")
-    p.add_argument("--out", required=True, help="output JSONL")
-    p.add_argument("--grader", default="match")
-    p.set_defaults(func=cmd_grade)
-
-
 def cmd_grade(args) -> int:
-    from .grading import get_grader
+    from .grading import GraderError, get_grader
+    from .store import write_atomic
 
     grader = get_grader(args.grader)
-    path = Path(args.inp)
-    if not path.exists():
-        raise UserError(f"{path} not found")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    path, out = Path(args.inp), Path(args.out)
+    if not out.parent.is_dir():
+        raise ConfigError(f"--out {out}: folder {out.parent} does not exist; create it or pick another path")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"--in {path} not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    lines = []
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{n} is not valid JSON ({err.msg}); fix or remove that line") from None
-        missing = [k for k in ("question", "gold", "prediction") if k not in row]
-        if missing:
-            raise UserError(f"{path}:{n} lacks {', '.join(missing)}; every row needs question, gold, prediction")
-        rows.append(row)
-    out = Path(args.out)
-    tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "w") as f:
-        for row in rows:
-            golds = row["gold"] if isinstance(row["gold"], list) else [row["gold"]]
-            row = {**row, "correct": bool(grader.grade(row["question"], golds, row["prediction"] or "")),
-                   "grader": grader.name}
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, out)
-    n_correct = sum(json.loads(l)["correct"] for l in out.read_text().splitlines())
-    print(f"graded {len(rows)} rows with {grader.name}: {n_correct} correct -> {out}", file=sys.stderr)
+            raise ConfigError(f"{path}:{n} is not valid JSON ({err.msg}); fix or remove that line") from None
+        if not isinstance(row, dict) or any(k not in row for k in ("question", "gold", "prediction")):
+            raise ConfigError(f"{path}:{n} needs question, gold and prediction")
+        golds = row["gold"] if isinstance(row["gold"], list) else [row["gold"]]
+        try:
+            verdict = grader.grade(row["question"], golds, row["prediction"])
+        except GraderError as err:
+            raise ConfigError(f"{path}:{n}: {err}") from None
+        lines.append(json.dumps({**row, "correct": verdict.correct, "reason": verdict.reason, "grader": grader.name}))
+    write_atomic(out, "".join(line + "\n" for line in lines))
+    n_correct = sum(json.loads(line)["correct"] for line in lines)
+    print(f"graded {len(lines)} rows with {grader.name}: {n_correct} correct -> {out}", file=sys.stderr)
     return 0
-
-
-def _add_list(sub) -> None:
-    p = sub.add_parser("list", help="show tasks, contenders and graders")
-    p.set_defaults(func=cmd_list)
 
 
 def cmd_list(args) -> int:
-    from .contenders import available, load_contender
-    from .grading import GRADERS
-
-    from .arc.run import arc_baselines_dir, load_arc_contender
+    from . import registry
+    from .engine.models import MODELS
 
     print("tasks:")
-    print(f"  {KNOWLEDGE_TASK:24s} SQuAD questions asked without their passage (SEAL knowledge incorporation)")
-    print(f"  {'seal_arc_fewshot':24s} ARC few-shot puzzles; self-edits are TTT configurations (SEAL's subsets)")
-    print(f"  {'seal_arc_mini':24s} generated small-grid ARC-style puzzles with known answers (CPU tier)")
-    print("contenders:")
-    for name in available():
-        c = load_contender(name)
-        print(f"  {name:24s} [{c.task}] {c.description}")
-    for path in sorted(arc_baselines_dir().glob("*.yaml")):
-        c = load_arc_contender(path.stem)
-        print(f"  {path.stem:24s} [seal_arc_*] {getattr(c, 'description', '')}")
-    print("graders:")
-    for name in GRADERS:
-        print(f"  {name}{' (default)' if name == 'match' else ''}")
+    for name, text in registry.TASKS.items():
+        print(f"  {name:24s} {text}")
+    print("protocols (seal_squad_nocontext):")
+    for name, text in registry.PROTOCOLS.items():
+        print(f"  {name:24s} {text}")
+    for fam in ("squad", "arc"):
+        print(f"contenders ({fam}):")
+        for name in registry.contender_names(fam):
+            print(f"  {name:24s} {registry.load_contender(name, fam).description}")
+    print("presets (run --all):  " + " ".join(registry.presets("all")))
+    print("presets (train-seal): " + " ".join(registry.presets("seal_rl")))
+    print("models:")
+    for name, info in MODELS.items():
+        print(f"  {name:24s} {info.display} ({info.license.split(',')[0]})")
+    print("  (or a checkpoint dir, a .gguf file, a hub id in the local cache)")
+    print("graders: " + " ".join(f"{g}{' (default)' if g == 'match' else ''}" for g in registry.graders()))
     return 0
 
 
-class UserError(Exception):
-    pass
+def cmd_model_path(args) -> int:
+    from .engine.models import model_path
+
+    print(model_path(args.model))
+    return 0
+
+
+def _delegate(module: str):
+    def run(args) -> int:
+        import importlib
+
+        return importlib.import_module(f".report.{module}", __package__).main(args.rest)
+    return run
+
+
+def _say(args):
+    quiet = getattr(args, "quiet", False)
+    return (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sealbench",
-        description="Benchmark harness for self-adapting language models (SEAL and baselines).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_run(sub)
-    _add_train_seal(sub)
-    _add_compare(sub)
-    _add_leaderboard(sub)
-    _add_grade(sub)
-    _add_list(sub)
+    parser = Parser(prog="sealbench", description="Benchmark harness for self-adapting language models "
+                                                  "(SEAL and baselines).")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    p = sub.add_parser("run", help="run contenders on a task and write reports/<run-id>/",
+                       description="Run contenders on a task. The run folder is named after the config; "
+                                   "finished units of any earlier run with the same content are reused. "
+                                   "Unset settings take the protocol's defaults.")
+    p.add_argument("--all", action="store_true", help="run every job of --preset (presets/all/*.yaml)")
+    p.add_argument("--preset", default="default", help="with --all: smoke | default | gpu | paper | path.yaml")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_settings_flags(p, RunConfig)
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("train-seal", help="run SEAL's RL loop (ReST-EM) and cache the policy",
+                       description="Train the SEAL policy (resumable); `run --contender seal` reuses it.")
+    p.add_argument("--preset", default="cpu", help="tiny | cpu | gpu | paper | path to an RL preset YAML")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--reports-dir", default="reports")
+    p.add_argument("--threads", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    add_settings_flags(p, RLConfig)
+    p.set_defaults(func=cmd_train_seal)
+    for name, text in (("compare", "side-by-side tables and plots of every finished run under DIR"),
+                       ("leaderboard", "rank like-for-like results; write leaderboard.md and .html"),
+                       ("migrate", "convert old run folders (summary.json) to the results table")):
+        p = sub.add_parser(name, help=text, add_help=False, description=text)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_delegate(name))
+    p = sub.add_parser("grade", help="grade answers in a JSONL file (question, gold, prediction per row)")
+    p.add_argument("--in", dest="inp", required=True, help="input JSONL")
+    p.add_argument("--out", required=True, help="output JSONL (rows + correct, reason, grader)")
+    p.add_argument("--grader", default="match", help="match | em | f1 | judge")
+    p.set_defaults(func=cmd_grade)
+    p = sub.add_parser("list", help="tasks, protocols, contenders, presets, models and graders")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("model-path", help="print the converted checkpoint folder of a model (for lm_eval --model hf)")
+    p.add_argument("model", nargs="?", default="embedded")
+    p.set_defaults(func=cmd_model_path)
     return parser
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from .edits import EditSourceError
+    from .engine.models import ModelLoadError
+    from .families.arc.data import ArcDataError
+    from .families.squad.data import DataError
+    from .grading import GraderError
+    from .runner import RunError
+    from .store import StoreError
+
+    return (ConfigError, DataError, ArcDataError, ModelLoadError, RunError, StoreError, GraderError, EditSourceError)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .contenders import ContenderError
-    from .knowledge import DataError
-    from .models import ModelLoadError
-    from .runner import RunError
-
-    user_errors = (UserError, ContenderError, DataError, ModelLoadError, RunError)
-    try:
-        from .grading import GraderError
-        user_errors += (GraderError,)
-    except ImportError:
-        pass
     try:
         return args.func(args)
-    except user_errors as err:
+    except user_errors() as err:
         print(f"sealbench: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sealbench: interrupted; finished units are saved, re-run the same command to resume",
-              file=sys.stderr)
+        print("sealbench: interrupted; finished units are saved, re-run the same command to resume", file=sys.stderr)
         return 130
 
 

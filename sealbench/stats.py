@@ -1,66 +1,62 @@
-"""Uncertainty for every number sealbench reports.
+"""Uncertainty for every number sealbench reports (scipy.stats).
 
-Passages are the unit of resampling: questions of one passage are correlated (one adapter answers
-them all), so confidence intervals bootstrap over passages, and comparisons between contenders are
-paired over the same passages.
+Items (passages, ARC tasks, continual sequences) are the unit of resampling: one adapter answers
+all the questions of a passage, so its questions are correlated. Confidence intervals are 95%
+percentile bootstraps over items; comparisons between contenders are paired over the same items
+with a two-sided paired permutation test (each pair's sign flipped; exact for n <= 13).
 """
 from __future__ import annotations
 
 import math
-import random
-from statistics import fmean
+
+import numpy as np
+from scipy import stats as st
+
+PAIRED_TEST = "paired permutation test (sign flip), two-sided"
 
 
-def mean_ci(values: list[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
-    """Mean with a percentile-bootstrap CI (deterministic for a given seed)."""
-    n = len(values)
+def mean_ci(values, seed: int = 0, level: float = 0.95, n_resamples: int = 2000) -> dict:
+    """{mean, ci_low, ci_high, n}: the mean and its percentile-bootstrap CI (NaN CI for n < 2 or
+    when every value is the same: then the CI is the value itself)."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    n = len(x)
     if n == 0:
-        return {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    mean = fmean(values)
+        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    mean = float(x.mean())
     if n == 1:
-        return {"mean": mean, "ci_low": float("nan"), "ci_high": float("nan"), "n": 1}
-    rng = random.Random(seed)
-    boots = sorted(fmean(rng.choices(values, k=n)) for _ in range(n_boot))
-    lo = boots[int((1 - level) / 2 * n_boot)]
-    hi = boots[min(n_boot - 1, int((1 + level) / 2 * n_boot))]
-    return {"mean": mean, "ci_low": lo, "ci_high": hi, "n": n}
+        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": 1}
+    if np.all(x == x[0]):
+        return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": n}
+    res = st.bootstrap((x,), np.mean, confidence_level=level, n_resamples=n_resamples, method="percentile",
+                       rng=np.random.default_rng(seed))
+    return {"mean": mean, "ci_low": float(res.confidence_interval.low),
+            "ci_high": float(res.confidence_interval.high), "n": n}
 
 
-def paired_difference(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0) -> dict:
-    """Mean of a-b over paired items, bootstrap CI, and a two-sided sign-flip permutation p-value."""
+def paired_difference(a, b, seed: int = 0) -> dict:
+    """Mean of a - b over paired items with its bootstrap CI and the paired permutation p-value.
+    Raises ValueError if the sides differ in length."""
     if len(a) != len(b):
         raise ValueError("paired_difference needs the same items on both sides")
-    diffs = [x - y for x, y in zip(a, b)]
-    out = mean_ci(diffs, n_boot=n_boot, seed=seed)
-    out["p_value"] = sign_flip_p_value(diffs, seed=seed)
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    out = mean_ci(list(x - y), seed=seed)
+    if len(x) == 0:
+        out["p_value"] = math.nan
+    elif np.all(x == y):
+        out["p_value"] = 1.0
+    else:
+        res = st.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), vectorized=True,
+                                  permutation_type="samples", n_resamples=9999, alternative="two-sided",
+                                  rng=np.random.default_rng(seed))
+        out["p_value"] = float(res.pvalue)
+    out["test"] = PAIRED_TEST
     return out
 
 
-def sign_flip_p_value(diffs: list[float], n_perm: int = 5000, seed: int = 0) -> float:
-    """Two-sided paired permutation test: under H0 each difference's sign is a coin flip."""
-    n = len(diffs)
-    if n == 0:
-        return float("nan")
-    observed = abs(sum(diffs))
-    if observed == 0:
-        return 1.0
-    if n <= 14:  # exact enumeration is cheap
-        hits = 0
-        for mask in range(1 << n):
-            s = sum(d if (mask >> i) & 1 else -d for i, d in enumerate(diffs))
-            hits += abs(s) >= observed - 1e-12
-        return hits / (1 << n)
-    rng = random.Random(seed)
-    hits = sum(abs(sum(d if rng.random() < 0.5 else -d for d in diffs)) >= observed - 1e-12
-               for _ in range(n_perm))
-    return (hits + 1) / (n_perm + 1)
-
-
-def fmt_ci(stat: dict, scale: float = 100.0, digits: int = 1) -> str:
-    """'47.0 [41.2, 52.9]' — a mean with its CI, in percent by default."""
-    if not stat or stat.get("n", 0) == 0 or math.isnan(stat["mean"]):
-        return "–"
-    m = f"{stat['mean'] * scale:.{digits}f}"
-    if math.isnan(stat.get("ci_low", float("nan"))):
-        return m
-    return f"{m} [{stat['ci_low'] * scale:.{digits}f}, {stat['ci_high'] * scale:.{digits}f}]"
+def median_iqr(values) -> dict:
+    """{mean: the median, ci_low/ci_high: the quartiles, n} for timings (not a confidence interval)."""
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    if len(x) == 0:
+        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    q1, med, q3 = np.percentile(x, [25, 50, 75])
+    return {"mean": float(med), "ci_low": float(q1), "ci_high": float(q3), "n": len(x)}

@@ -68,7 +68,7 @@ def made_up_data(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def embedded():
     """The real embedded model (SmolLM2-135M-Instruct), converted once and cached."""
-    from sealbench.models import load_model
+    from sealbench.engine.models import load_model
 
     return load_model("embedded", device="cpu")
 
@@ -76,13 +76,13 @@ def embedded():
 @pytest.fixture(scope="session")
 def tiny():
     """A tiny randomly initialised Llama with the embedded tokenizer: fast unit tests."""
-    from sealbench.models import tiny_random_model
+    from sealbench.engine.models import tiny_random_model
 
     return tiny_random_model(seed=0)
 
 
 def pytest_configure(config):
     # Under load a 2-core box collapses with 2 OpenMP threads; pick by the current load.
-    from sealbench.models import set_threads
+    from sealbench.engine.models import set_threads
 
     set_threads("auto")

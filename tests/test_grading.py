@@ -1,4 +1,5 @@
-"""Tests for sealbench.grading: SQuAD metrics, the match grader, the registry, the LLM judge."""
+"""Tests for sealbench.grading: SQuAD metrics, verdicts and input types, cutting answers, the match
+grader, the registry, calibration against GPT-4.1, the LLM judge."""
 from __future__ import annotations
 
 import json
@@ -14,18 +15,25 @@ import pytest
 
 from sealbench import grading
 from sealbench.grading import (
+    ANSWER_STOPS,
     DEFAULT_GRADER,
     GRADERS,
     GraderError,
     MatchGrader,
+    Verdict,
+    agreement_metrics,
     answer_region,
     calibrate,
+    calibrate_held_out,
+    cut_answer,
     exact_match,
     f1_score,
     get_grader,
+    grade_rows,
     load_calibration_rows,
     normalize_answer,
     parse_yes_no,
+    question_folds,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,6 +75,63 @@ def test_f1_score():
     assert f1_score("x", []) == 0.0
 
 
+def test_metrics_accept_numbers():
+    assert exact_match("42", 42) == 1.0
+    assert exact_match(42, ["41", 42]) == 1.0
+    assert exact_match(2.0, "2") == 1.0 and exact_match(0.5, "0.5") == 1.0
+    assert f1_score(1979, "1979") == 1.0
+    assert exact_match(None, "x") == 0.0  # no answer
+    with pytest.raises(GraderError, match="prediction must be a string or a number, not list"):
+        exact_match(["42"], "42")
+
+
+# ------------------------------------------------------------------ verdicts and input types
+
+
+def test_verdict():
+    v = Verdict(True, "exact match")
+    assert bool(v) is True and v.correct and v.reason == "exact match"
+    assert not Verdict(False, "no")
+    assert sum([Verdict(True), Verdict(False), Verdict(True)]) == 2  # sum(verdicts) counts
+    with pytest.raises(AttributeError):
+        v.correct = False  # frozen
+
+
+@pytest.mark.parametrize("name", ["match", "em", "f1"])
+def test_graders_take_numbers_as_text(name):
+    g = get_grader(name)
+    assert g.grade("What is the answer?", 42, "42").correct  # was False before numbers were text
+    assert g.grade("What is the answer?", "42", 42).correct
+    assert g.grade("What is the answer?", [41, 42], 42.0).correct
+    assert g.grade_many([{"question": "q", "gold": 1979, "prediction": 1979}])[0].correct
+    for bad in (["42"], {"a": 1}, object(), True, None):
+        with pytest.raises(GraderError) as err:
+            g.grade("q", "42", bad)
+        msg = str(err.value)
+        assert "\n" not in msg and msg.startswith("prediction must be a string or a number"), msg
+    with pytest.raises(GraderError, match="gold answer"):
+        g.grade("q", ["42", None], "42")
+
+
+# ------------------------------------------------------------------ cutting generated answers
+
+
+def test_cut_answer():
+    # the example behind EM 0.0 for every contender: the answer is "1979"
+    raw = "1979\n\nQuestion: Topic: Doctor Who\nWhen did ...?\nAnswer:\n1980"
+    assert cut_answer(raw, ANSWER_STOPS) == "1979"
+    assert exact_match(raw, "1979") == 0.0 and exact_match(cut_answer(raw, ANSWER_STOPS), "1979") == 1.0
+    assert cut_answer(" 1979 Question: next one", ANSWER_STOPS) == "1979"
+    assert cut_answer("Paris\nQuestion: Topic: x", ANSWER_STOPS) == "Paris"
+    assert cut_answer("Paris<|im_end|>\n<|im_start|>user", ANSWER_STOPS) == "Paris"
+    assert cut_answer("Paris<end_of_turn>", ANSWER_STOPS) == "Paris"
+    assert cut_answer("  Paris is the capital.\nIt is large.  ", ANSWER_STOPS) == (
+        "Paris is the capital.\nIt is large.")  # one newline is not a stop
+    assert cut_answer("a<|im_end|>b\n\nc", ANSWER_STOPS) == "a"  # the earliest stop wins
+    assert cut_answer("abc", ()) == "abc" and cut_answer("ab", ("", "x")) == "ab"
+    assert ANSWER_STOPS == ("\n\n", "\nQuestion:", "Question:", "<|im_end|>", "<end_of_turn>")
+
+
 # ------------------------------------------------------------------ the match grader
 
 
@@ -104,24 +169,89 @@ def test_f1_score():
         ("Who did not concur?", "Leonhard Euler", "Euler", True),
         ("What?", "", "anything", False),
         ("What?", "Paris", "", False),
+        # numbers carry sign and scale as one value
+        ("What is the lowest temperature?", "-40 °C", "40 °C", False),
+        ("What is the lowest temperature?", "-40 °C", "It fell to −40 °C.", True),
+        ("What is the lowest temperature?", "-40 °C", "minus 40 degrees C", True),
+        ("How many people?", "2 million", "2 billion", False),
+        ("How many people?", "2 million", "About 2,000,000 people.", True),
+        ("How much?", "$170 billion", "$170 million", False),
+        ("How many years?", "1939-1945", "From 1939 to 1945.", True),  # a range is not a sign
+        # a missing gold word replaced by another of its kind
+        ("Which country?", "North Korea", "South Korea", False),
+        ("Which country?", "North Korea", "North Korea", True),
+        ("Which country?", "North Korea", "northern Korea", True),
+        ("What day?", "Monday", "It was on a Tuesday.", False),
+        ("What colour?", "blue flag", "a red flag", False),
+        ("When did it re-open?", "late 1970s", "In the early 1970s.", False),
+        ("When did it re-open?", "late 1970s", "It re-opened in 1978.", True),  # "late" qualifies
+        ("Which bank?", "the left bank", "the right bank", False),
+        # ...or by another word in its place, in a short answer
+        ("What is restrained with a lever?", "plug valve", "The safety valve", False),
+        ("Who discovered it?", "Arthur H. Compton", "Arthur Holly Compton", True),  # an initial
+        ("What position?", "president and CEO", "President and Chief Executive Officer", True),
+        ("What position?", "Chief Executive Officer", "the CEO", True),
+        # two items joined by "and": a short answer must name both
+        ("Rates of what?", "growth and investment", "growth", False),
+        # a month name counts only where it is used as a date
+        ("When did the siege end?", "May 1453", "It may have ended in June 1453.", False),
+        ("When did the siege end?", "May 1453", "It ended in May 1453.", True),
+        ("When did the siege end?", "May 1453", "it ended in may 1453", True),
+        ("When?", "March 1917", "Troops marched in 1917.", True),  # the verb is not a month
+        # negation needs scope: it must govern the matched gold words
+        ("Who was the inventor?", "Thomas Newcomen", "None other than Thomas Newcomen.", True),
+        ("Who was the inventor?", "Thomas Newcomen", "It was not Watt, but Thomas Newcomen.", True),
+        ("Who was the inventor?", "Thomas Newcomen", "Not Thomas Newcomen.", False),
+        ("Who was the inventor?", "Thomas Newcomen", "Nothing but Thomas Newcomen's engine.", True),
+        ("Which entities have powers of amendment?", "the European Parliament",
+         "The European Parliament has no amendment power.", False),
     ],
 )
 def test_match_rules(question, gold, prediction, expected):
-    assert MatchGrader().grade(question, gold, prediction) is expected
+    verdict = MatchGrader().grade(question, gold, prediction)
+    assert isinstance(verdict, Verdict) and verdict.reason
+    assert bool(verdict) is expected, verdict
+
+
+@pytest.mark.parametrize(
+    "question, gold, prediction, reason",
+    [
+        ("When?", "1873", "It was invented in 1873.", "number 1873 matches gold"),
+        ("When?", "1979", "1975", "gold number 1979 missing"),
+        ("Which country?", "North Korea", "South Korea", "gold word 'north' replaced by 'south'"),
+        ("Who?", "Thomas Newcomen", "thomas newcomen", "exact match"),
+        ("Who?", "Thomas Newcomen", "It was invented by Thomas Newcomen.",
+         "all key words found (thomas, newcomen)"),
+        ("When did the siege end?", "May 1453", "It may have ended in June 1453.",
+         "month june differs from gold may"),
+        ("Which theory?", "the plague was caused by bad air", "The plague was not caused by bad air.",
+         "'not' negates the gold words"),
+        ("How many people?", "2 million", "2 billion", "gold number 2 million missing"),
+        ("Who?", "Thomas Newcomen", "James Watt", "0 of 2 key words found (need 50%); missing thomas, newcomen"),
+        ("Who?", "Thomas Newcomen", "The engine was invented by James Watt.",
+         "0 of 2 key words found (need 100%); missing thomas, newcomen"),
+    ],
+)
+def test_match_reasons(question, gold, prediction, reason):
+    assert MatchGrader().grade(question, gold, prediction).reason == reason
 
 
 def test_match_any_gold_and_grade_many():
     g = get_grader()  # default
     assert g.name == "match"
-    assert g.grade("Who won?", ["Denver Broncos", "Broncos"], "The Broncos won.") is True
+    assert g.grade("Who won?", ["Denver Broncos", "Broncos"], "The Broncos won.").correct is True
     rows = [
         {"question": "Who won?", "gold": "Denver Broncos", "prediction": "Denver Broncos"},
         {"question": "Who won?", "gold": ["Carolina Panthers"], "prediction": "Denver Broncos"},
         {"question": "Who won?", "golds": ["Broncos"], "prediction": "the broncos"},
+        {"question": "Who won?", "gold": "Broncos", "prediction": None},  # no answer: wrong
     ]
-    assert g.grade_many(rows) == [True, False, True]
+    verdicts = g.grade_many(rows)
+    assert [bool(v) for v in verdicts] == [True, False, True, False]
+    assert verdicts[0].reason == "exact match"
+    assert grade_rows(g, rows) == verdicts
     info = MatchGrader().explain("What century?", "nineteenth", "19th century")
-    assert info["correct"] and info["keys"] == ["19"]
+    assert info["correct"] and info["keys"] == ["19"] and info["rule"] == "coverage"
 
 
 # ------------------------------------------------------------------ registry
@@ -132,11 +262,13 @@ def test_registry():
     for name in ("match", "em", "f1"):
         g = get_grader(name)
         assert g.name == name
-        assert isinstance(g.grade("q", "Denver Broncos", "Denver Broncos"), bool)
-        assert g.grade("q", "Denver Broncos", "Denver Broncos") is True
-    assert get_grader("em").grade("q", "Denver Broncos", "the Broncos") is False
-    assert get_grader("f1").grade("q", "Denver Broncos", "the Broncos") is True  # F1 = 2/3
-    assert get_grader("f1", threshold=0.9).grade("q", "Denver Broncos", "the Broncos") is False
+        v = g.grade("q", "Denver Broncos", "Denver Broncos")
+        assert isinstance(v, Verdict) and v.correct is True and v.reason
+    assert get_grader("em").grade("q", "Denver Broncos", "the Broncos") == Verdict(False, "no exact match")
+    assert get_grader("em").grade("q", "Denver Broncos", "Denver Broncos").reason == "exact match"
+    f1 = get_grader("f1").grade("q", "Denver Broncos", "the Broncos")  # F1 = 2/3
+    assert f1 == Verdict(True, "token F1 0.67 >= 0.5")
+    assert not get_grader("f1", threshold=0.9).grade("q", "Denver Broncos", "the Broncos")
     inst = MatchGrader()
     assert get_grader(inst) is inst
     with pytest.raises(GraderError, match="unknown grader 'nope'"):
@@ -160,6 +292,16 @@ def test_calibrate_small():
     assert r["by_source"]["x"]["confusion"] == {"tp": 1, "fp": 0, "fn": 1, "tn": 0}
     with pytest.raises(KeyError):
         calibrate([{"question": "q", "gold": "a", "prediction": "a"}])
+
+
+def test_calibrate_cuts_answers_for_em_and_f1():
+    rows = [{"question": "When?", "gold": "1979", "gpt41_correct": True,
+             "prediction": "1979\n\nQuestion: Topic: x\nWhen?\nAnswer:\n1980"}]
+    for name in ("em", "f1"):
+        assert calibrate(rows, name)["agreement"] == 1.0  # cut at ANSWER_STOPS first
+        assert calibrate(rows, name, stops=())["agreement"] == 0.0  # graded whole
+    assert get_grader("match").answer_stops == ()  # match cuts continuations itself
+    assert calibrate(rows, "match")["agreement"] == 1.0
 
 
 # ------------------------------------------------------------------ calibration data
@@ -191,45 +333,52 @@ def test_load_calibration_rows_missing(tmp_path, monkeypatch):
 
 
 def test_match_agrees_with_gpt41(calibration_rows):
-    """Regression guard at the measured level (docs/grading.md): 88.1% overall agreement
-    (base 89.0%, gpt4_1 87.2%), accuracy bias -0.5 pp (base -1.2, gpt4_1 +0.3). Rule-based
-    matching tops out near here on this data; see test_default_grader_meets_target for the unmet
-    92% goal."""
+    """Regression guard at the measured level (docs/grading.md): 88.7% overall agreement
+    (base 89.5%, gpt4_1 87.8%), accuracy bias -1.1 pp (base -1.8, gpt4_1 -0.4); before the rule
+    changes of 2026-11-30 88.1%, -0.5 pp. Rule-based matching tops out near here on this data;
+    see test_default_grader_meets_target for the unmet 92% goal."""
     r = calibrate(calibration_rows, "match")
     assert r["n"] == 3896
-    assert r["agreement"] >= 0.875, r
+    assert r["agreement"] >= 0.885, r
     assert abs(r["bias"]) <= 0.02, r
     for source, m in r["by_source"].items():
-        assert m["agreement"] >= 0.865, (source, m)
+        assert m["agreement"] >= 0.875, (source, m)
         assert abs(m["bias"]) <= 0.02, (source, m)
     # far better than the official metrics, which miss most free-form answers
     assert r["agreement"] > calibrate(calibration_rows, "f1")["agreement"] + 0.1
 
 
-def _question_folds(rows, k=5):
-    """Deterministic group k-fold: whole questions (title + question) go to one fold."""
-    return [zlib.crc32((r.get("title", "") + "\x00" + r["question"]).encode()) % k for r in rows]
+def test_match_held_out_by_question(calibration_rows):
+    """Held out by question (group 5-fold, partial_threshold chosen on the other folds):
+    88.8%, bias -1.8 pp (before the 2026-11-30 rule changes 88.2%, -1.3 pp)."""
+    r = calibrate_held_out(calibration_rows, "match")
+    assert r["agreement"] >= 0.885 and abs(r["bias"]) <= 0.02, r
+    assert len(r["chosen"]) == 5
 
 
-def _held_out_match(rows, k=5, grid=(0.4, 0.5, 0.6)):
-    """Held-out estimate for ``match``: its one tuned knob (``partial_threshold``) is chosen on
-    the training folds (best agreement with |bias| <= 2 pp) and scored on the held-out fold."""
-    ref = [bool(r["gpt41_correct"]) for r in rows]
-    verdicts = {t: MatchGrader(partial_threshold=t).grade_many(rows) for t in grid}
-    folds = _question_folds(rows, k)
-    out = [None] * len(rows)
-    for f in range(k):
-        train = [i for i in range(len(rows)) if folds[i] != f]
+def test_two_key_word_bucket(calibration_rows):
+    """Golds with two key words of which the prediction matches one: match agreed with GPT-4.1
+    on 123 of 178 such rows before the 2026-11-30 rules (replacement, acronyms, qualifiers and
+    prepositions, "X and Y"); now on 143 of 180 (on the original 178 rows: 141)."""
+    g = MatchGrader()
+    agree = n = 0
+    for r in calibration_rows:
+        info = g.explain(r["question"], r["gold"], r["prediction"])
+        if len(info["keys"]) == 2 and info["coverage"] == 0.5:
+            n += 1
+            agree += info["correct"] == r["gpt41_correct"]
+    assert n == 180 and agree >= 143, (agree, n)
 
-        def score(t):
-            m = grading._metrics([verdicts[t][i] for i in train], [ref[i] for i in train])
-            return (abs(m["bias"]) <= 0.02, m["agreement"])
 
-        best = max(grid, key=score)
-        for i in range(len(rows)):
-            if folds[i] == f:
-                out[i] = verdicts[best][i]
-    return out
+def test_cutting_calibration_answers(calibration_rows):
+    """The calibration predictions are not cut (582 change under cut_answer, 261 beyond
+    whitespace). Cutting them changes 7 of match's verdicts (lists after "...the following:\n\n")
+    and costs it 0.03 points, so match is calibrated on whole answers; em/f1 use cut answers."""
+    cut = [cut_answer(r["prediction"], ANSWER_STOPS) for r in calibration_rows]
+    assert sum(c != r["prediction"].strip() for c, r in zip(cut, calibration_rows)) == 261
+    whole = calibrate(calibration_rows, "match")
+    cut_report = calibrate(calibration_rows, "match", stops=ANSWER_STOPS)
+    assert whole["agreement"] - cut_report["agreement"] == pytest.approx(1 / 3896)
 
 
 def test_label_noise_ceiling(calibration_rows):
@@ -246,8 +395,8 @@ def test_label_noise_ceiling(calibration_rows):
 
 
 @pytest.mark.xfail(
-    reason="target not met: the default grader 'match' agrees 88.2% held-out by question "
-    "(88.1% in-sample; base 89.0%, gpt4_1 87.2%), bias -0.5..-2.0 pp; a learned combiner with "
+    reason="target not met: the default grader 'match' agrees 88.8% held-out by question "
+    "(88.7% in-sample; base 89.5%, gpt4_1 87.8%), bias -1.1..-2.5 pp; a learned combiner with "
     "MiniLM embedding features measured 87.9% held-out (docs/grading.md)",
     strict=True,
 )
@@ -255,15 +404,20 @@ def test_default_grader_meets_target(calibration_rows):
     """The issue's target for the default grader: >= 92% agreement with GPT-4.1 and accuracy
     within 2 points, measured held-out (group 5-fold by question) overall and per file."""
     assert DEFAULT_GRADER == "match"  # a learned default would be scored on its own held-out folds
-    verdicts = _held_out_match(calibration_rows)
-    ref = [bool(r["gpt41_correct"]) for r in calibration_rows]
-    overall = grading._metrics(verdicts, ref)
+    overall = calibrate_held_out(calibration_rows, "match", k=5)
     assert abs(overall["bias"]) <= 0.02, overall
     for source in ("base", "gpt4_1"):
-        idx = [i for i, r in enumerate(calibration_rows) if r["source"] == source]
-        m = grading._metrics([verdicts[i] for i in idx], [ref[i] for i in idx])
+        m = overall["by_source"][source]
         assert abs(m["bias"]) <= 0.02, (source, m)
     assert overall["agreement"] >= 0.92, overall
+
+
+def test_question_folds_and_metrics():
+    rows = [{"title": "t", "question": q} for q in ("a", "b", "a")]
+    folds = question_folds(rows)
+    assert folds[0] == folds[2] and all(0 <= f < 5 for f in folds)
+    m = agreement_metrics([Verdict(True), False, True], [True, True, False])
+    assert m["confusion"] == {"tp": 1, "fp": 1, "fn": 1, "tn": 0}
 
 
 # ------------------------------------------------------------------ the LLM judge
@@ -372,16 +526,19 @@ def test_judge_against_fake_server(judge_env, fake_server):
     judge_env.setenv("SEALBENCH_JUDGE_MODEL", "fake-judge")
     judge = get_grader("judge", timeout=5)
     assert judge.name == "judge" and judge.model == "fake-judge" and judge.base_url == fake_server
-    assert judge.grade("Which town?", "Otrar", "The massacre was at Otrar.") is True
-    assert judge.grade("Which town?", "Otrar", "Karakorum") is False
+    assert judge.grade("Which town?", "Otrar", "The massacre was at Otrar.") == Verdict(True, "Yes.")
+    assert judge.grade("Which town?", "Otrar", "Karakorum") == Verdict(False, "**No**")
+    assert judge.grade("What year?", 1979, 1979).correct  # numbers are sent as their text
+    with pytest.raises(GraderError, match="prediction must be a string or a number"):
+        judge.grade("What year?", "1979", ["1979"])
     # several golds: any accepted gold counts
-    assert judge.grade("Who won?", ["Denver Broncos", "Broncos"], "The Broncos won") is True
+    assert judge.grade("Who won?", ["Denver Broncos", "Broncos"], "The Broncos won").correct is True
     rows = [
         {"question": "Which town?", "gold": "Otrar", "prediction": "Otrar"},
         {"question": "Which town?", "gold": "Otrar", "prediction": "Bukhara"},
         {"question": "Which town?", "gold": "Otrar", "prediction": "Otrar"},  # cached
     ]
-    assert judge.grade_many(rows) == [True, False, True]
+    assert [bool(v) for v in judge.grade_many(rows)] == [True, False, True]
     assert judge.stats["cached"] >= 1
 
     first = _FakeOpenAI.requests[0]
@@ -395,7 +552,8 @@ def test_judge_against_fake_server(judge_env, fake_server):
 
     # a reply that is neither yes nor no counts as incorrect and is counted
     _FakeOpenAI.reply_override = "I am not sure."
-    assert judge.grade("Q2?", "x", "x") is False
+    verdict = judge.grade("Q2?", "x", "x")
+    assert verdict.correct is False and verdict.reason == "neither yes nor no: 'I am not sure.'"
     assert judge.stats["unparsed"] == 1
 
 
@@ -406,10 +564,14 @@ def test_judge_unknown_model(judge_env, fake_server):
 
 
 def test_grading_imports_only_stdlib():
-    src = Path(grading.__file__).read_text()
-    top_level = [ln for ln in src.splitlines() if re.match(r"^(import|from) ", ln)]
-    allowed = {"__future__", "json", "os", "re", "string", "time", "unicodedata", "collections",
-               "pathlib", "typing"}
-    for ln in top_level:
-        mod = ln.split()[1].split(".")[0]
-        assert mod in allowed, ln
+    package = Path(grading.__file__).parent
+    allowed = {"__future__", "json", "numbers", "os", "re", "string", "time", "unicodedata",
+               "collections", "dataclasses", "decimal", "pathlib", "typing", "zlib", ""}  # "": .module
+    modules = sorted(package.glob("*.py"))
+    assert {m.stem for m in modules} >= {"__init__", "metrics", "match", "judge", "calibration", "answers"}
+    for module in modules:
+        lines = module.read_text().splitlines()
+        assert len(lines) <= 400, (module.name, len(lines))
+        for ln in lines:
+            if re.match(r"^(import|from) ", ln):
+                assert ln.split()[1].split(".")[0] in allowed, (module.name, ln)

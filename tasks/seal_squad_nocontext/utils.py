@@ -23,19 +23,17 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from sealbench import knowledge  # noqa: E402
+from sealbench.config import data_dir as _data_dir  # noqa: E402
+from sealbench.families.squad.data import seal_eval_passages  # noqa: E402
+from sealbench.families.squad.prompts import ANSWER_PROMPT, IN_CONTEXT_PROMPT  # noqa: E402
 
 DEFAULT_N_PASSAGES = 200
 
 
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path | None:
-    """Explicit value, else $SEALBENCH_DATA_DIR, else <repo>/../shared/data when it exists, else None."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("SEALBENCH_DATA_DIR"):
-        return Path(os.environ["SEALBENCH_DATA_DIR"]).expanduser()
-    shared = REPO_ROOT.parent / "shared" / "data"
-    return shared if (shared / knowledge.DEV_FILE).exists() else None
+    """The data dir as every sealbench command finds it: explicit value, $SEALBENCH_DATA_DIR,
+    <repo>/../shared/data when it exists, else None (then the hub)."""
+    return _data_dir(explicit)
 
 
 def resolve_n_passages(value=None) -> int:
@@ -52,7 +50,7 @@ def resolve_n_passages(value=None) -> int:
 
 def build_docs(n_passages: int | None = None, data_dir: str | os.PathLike | None = None) -> list[dict]:
     """One dict per question of SEAL's first `n_passages` evaluation passages, in SEAL's order."""
-    passages = knowledge.seal_eval_passages(resolve_n_passages(n_passages), resolve_data_dir(data_dir))
+    passages = seal_eval_passages(resolve_n_passages(n_passages), resolve_data_dir(data_dir))
     docs = []
     for rank, p in enumerate(passages):
         for qi, q in enumerate(p.questions):
@@ -89,11 +87,11 @@ def load_dataset(n_passages=None, data_dir=None, **_ignored):
 
 # ------------------------------------------------------------------------------------ prompts
 def doc_to_text_nocontext(doc: dict) -> str:
-    return knowledge.ANSWER_PROMPT.format(title=doc["title"], question=doc["question"])
+    return ANSWER_PROMPT.format(title=doc["title"], question=doc["question"])
 
 
 def doc_to_text_incontext(doc: dict) -> str:
-    return knowledge.IN_CONTEXT_PROMPT.format(title=doc["title"], context=doc["context"],
+    return IN_CONTEXT_PROMPT.format(title=doc["title"], context=doc["context"],
                                               question=doc["question"])
 
 
@@ -127,7 +125,10 @@ def score(doc: dict, prediction: str) -> dict:
 
 
 def process_results(doc: dict, results: list) -> dict:
-    return score(doc, results[0] if results else "")
+    """Scores the answer cut at SEAL's answer stops (as `sealbench run` grades it)."""
+    from sealbench.grading import cut_answer
+
+    return score(doc, cut_answer(results[0]) if results else "")
 
 
 def passage_mean(items) -> float:

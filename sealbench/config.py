@@ -1,0 +1,429 @@
+"""Every setting sealbench has, declared once: type, default, bounds and help.
+
+`RunConfig` is one run (`sealbench run`'s flags are generated from it, cli.py); `ContenderSpec` is a
+contender file (`baselines/`); `RLConfig` is a SEAL RL run (`presets/seal_rl/`). Presets for
+`run --all` (`presets/all/`) are lists of RunConfig overrides. All of them are validated here before
+any work starts: an unknown key or a bad value is one line naming the setting, the value and the
+fix (`ConfigError`; the CLI exits with status 2).
+
+A run's defaults depend on its family and protocol (SEAL's knowledge inner loop is 10 epochs at
+batch 1, its CPT runs 3 epochs at batch 4 x 2, ARC's LoRA is r=128 on five projections):
+`resolve()` fills every unset (None) setting from `PROTOCOL_DEFAULTS`, nanoGPT-style plain
+overrides, and the resolved config is what a run records and hashes.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
+FAMILY_PROTOCOLS = {"squad": ("single", "cpt", "continual"), "arc": ("single",)}
+GEOMETRIC = ("identity", "rot90", "rot180", "rot270", "flip_lr", "flip_ud", "transpose", "anti_transpose")
+NOTE_PROMPTS = ("implications", "implications-long", "rewrite", "self-qa")
+Task = Literal["seal_squad_nocontext", "seal_arc_fewshot", "seal_arc_mini"]
+Style = Literal["plain", "chat", "auto"]
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names it, its value and the fix."""
+
+
+class Settings(BaseModel):
+    """Base of every settings model: unknown keys are errors, values are frozen and validated."""
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    def updated(self, **changes):
+        """A validated copy with `changes` applied (None values are ignored)."""
+        return type(self).model_validate({**self.model_dump(), **{k: v for k, v in changes.items()
+                                                                    if v is not None}})
+
+
+class LoRASettings(Settings):
+    """A LoRA adapter's shape (SEAL knowledge: r=32, alpha=64 on every projection; dropout 0)."""
+    r: int = Field(32, ge=1, le=1024, description="LoRA rank")
+    alpha: float = Field(64, allow_inf_nan=False, gt=0, le=1e4, description="LoRA alpha (scale = alpha / r)")
+    targets: tuple[str, ...] = Field(LORA_TARGETS, min_length=1, description="projections with an adapter")
+
+
+    @field_validator("targets")
+    @classmethod
+    def _known(cls, v):
+        unknown = [t for t in v if t not in LORA_TARGETS]
+        if unknown:
+            raise ValueError(f"unknown LoRA target(s) {unknown}; use some of {list(LORA_TARGETS)}")
+        return tuple(v)
+
+
+class TrainSettings(Settings):
+    """How one adapter is trained (SEAL knowledge: lr 1e-3, 10 epochs, batch 1, AdamW)."""
+    learning_rate: float = Field(1e-3, allow_inf_nan=False, gt=0, le=1.0, description="AdamW learning rate")
+    epochs: int = Field(10, ge=1, le=10_000, description="passes over the edit's sequences")
+    batch_size: int = Field(1, ge=1, le=4096, description="sequences per step; 1 = SEAL's semantics")
+    grad_accum_steps: int = Field(1, ge=1, le=1024, description="batches per optimizer step")
+    max_length: int = Field(2048, ge=8, le=1 << 20, description="longer sequences are truncated (tokens)")
+    weight_decay: float = Field(0.0, allow_inf_nan=False, ge=0, le=1.0, description="AdamW weight decay")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field("constant", description="decay over the edit's steps")
+    warmup_steps: int = Field(0, ge=0, le=1 << 20, description="linear warm-up steps")
+    max_grad_norm: float | None = Field(None, allow_inf_nan=False, gt=0, le=1e6, description="clip each edit's gradient norm")
+
+
+
+class TTTSettings(Settings):
+    """ARC test-time training and prediction knobs that are not in the self-edit (SEAL's values)."""
+    cap: int = Field(250, ge=1, le=100_000, description="max TTT examples per edit")
+    leave: tuple[int, ...] = Field((1, 2), min_length=1, description="leave-n-out pseudo-tasks")
+    permute_colors: bool = Field(True, description="add a colour-permuted copy of each example")
+    permute_order: bool = Field(True, description="shuffle the demos of the permuted copy")
+    max_length: int = Field(2048, ge=64, le=1 << 20, description="longer TTT examples are dropped (tokens)")
+    batch_size: int = Field(2, ge=1, le=512, description="TTT batch size")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field("cosine", description="TTT schedule")
+    step_budget: int = Field(375, ge=1, le=1_000_000, description="epochs x examples / batch above this: over budget")
+    predict_transforms: tuple[str, ...] = Field(GEOMETRIC, min_length=1, description="voting transforms")
+    leave_one_out_prompts: bool = Field(True, description="also vote over prompts with one demo left out")
+    n_attempts: int = Field(2, ge=1, le=10, description="attempts per test input (pass@n)")
+    max_new_tokens: int = Field(2048, ge=8, le=16384, description="cap on a predicted grid's tokens")
+
+    @field_validator("leave")
+    @classmethod
+    def _positive(cls, v):
+        if any(n < 1 for n in v):
+            raise ValueError("leave-n values must be >= 1")
+        return tuple(v)
+
+    @field_validator("predict_transforms")
+    @classmethod
+    def _geometric(cls, v):
+        bad = [t for t in v if t not in GEOMETRIC]
+        if bad:
+            raise ValueError(f"unknown transform(s) {bad}; use some of {list(GEOMETRIC)}")
+        return tuple(v)
+
+
+# The ARC CPU budget: few TTT examples, short answers, four voting transforms (a CPU run finishes).
+ARC_CPU_BUDGET = {"ttt": {"cap": 12, "step_budget": 24, "max_length": 512, "max_new_tokens": 160,
+                          "predict_transforms": ("identity", "flip_lr", "rot180", "transpose")},
+                  "lora_r": 16, "lora_alpha": 32, "k": 2, "notes_max_tokens": 160}
+SEAL_ARC_LORA = ("q_proj", "v_proj", "gate_proj", "up_proj", "down_proj")
+PROTOCOL_DEFAULTS = {
+    ("squad", "single"): dict(contenders=("base", "passage"), n_passages=10, epochs=10, lr=1e-3, batch_size=1,
+                              grad_accum_steps=1, lora_r=32, lora_alpha=64),
+    ("squad", "cpt"): dict(contenders=("base", "passage"), epochs=3, lr=1e-3, batch_size=4, grad_accum_steps=2,
+                           lora_r=32, lora_alpha=64),
+    ("squad", "continual"): dict(contenders=("passage",), epochs=10, lr=1e-3, batch_size=1, grad_accum_steps=1,
+                                 lora_r=32, lora_alpha=64),
+    ("arc", "single"): dict(contenders=("icl", "ttt-self-edit", "oracle"), lora_r=128, lora_alpha=16,
+                            batch_size=2, grad_accum_steps=1, epochs=2, lr=1e-4),
+}
+
+
+class RunConfig(Settings):
+    """One `sealbench run`: a task, a protocol, contenders and every setting that decides numbers.
+
+    Settings left at None take the family's and protocol's defaults (`resolve`)."""
+    # --- what to run
+    task: Task = Field("seal_squad_nocontext", description="the evaluation task")
+    protocol: Literal["single", "cpt", "continual"] = Field(
+        "single", description="single passage (n=1) | cpt (one adapter on N passages) | continual (merged edits)")
+    contenders: tuple[str, ...] | None = Field(None, min_length=1, description="contender names or YAML paths",
+                                               json_schema_extra={"flag": "--contender"})
+    model: str = Field("embedded", min_length=1, description="embedded | gemma3-270m | checkpoint dir | .gguf | hub id")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="run seed: every unit's seed derives from it")
+    grader: Literal["match", "em", "f1", "judge"] = Field("match", description="answer grader (squad)")
+    # --- items
+    n_passages: int | None = Field(None, ge=1, le=2067, description="first N of SEAL's evaluation passages")
+    cpt_n: tuple[int, ...] = Field((1, 4, 16), min_length=1, description="cpt: passages per adapter")
+    steps: int = Field(8, ge=1, le=256, description="continual: K sequential edits")
+    sequences: int = Field(8, ge=1, le=100_000, description="continual: S random orders")
+    # --- inner loop (None: the protocol's default)
+    epochs: int | None = Field(None, ge=1, le=10_000, description="inner-loop epochs (SEAL 10; cpt 3)")
+    lr: float | None = Field(None, allow_inf_nan=False, gt=0, le=1.0, description="inner-loop learning rate (SEAL 1e-3)")
+    batch_size: int | None = Field(None, ge=1, le=4096, description="sequences per step (SEAL 1)")
+    grad_accum_steps: int | None = Field(None, ge=1, le=1024, description="batches per optimizer step")
+    lora_r: int | None = Field(None, ge=1, le=1024, description="LoRA rank (SEAL 32; ARC 128)")
+    lora_alpha: float | None = Field(None, allow_inf_nan=False, gt=0, le=1e4, description="LoRA alpha (SEAL 64; ARC 16)")
+    max_length: int = Field(2048, ge=8, le=1 << 20, description="training sequences are cut to this (tokens)")
+    # --- self-edits
+    k: int | None = Field(None, ge=1, le=256, description="self-edits per item of note-writing contenders")
+    notes_max_tokens: int | None = Field(None, ge=1, le=16384, description="max new tokens of a sampled self-edit")
+    max_statements: int = Field(256, ge=1, le=100_000, description="self-edits with more lines are invalid")
+    notes_style: Style = Field("auto", description="self-edit prompt: chat template when the model has one")
+    seal_preset: str | None = Field(None, description="RL preset of the seal contender's policy (tiny | cpu | gpu | paper | path)")
+    # --- answering
+    answer_style: Style = Field("plain", description="answer prompt: SEAL's plain text or inside the chat template")
+    max_answer_tokens: int = Field(64, ge=1, le=4096, description="max new tokens of an answer")
+    # --- ARC
+    arc_tasks: str | None = Field(None, description="ARC task set: seal-eval | seal-train | arc-eval | mini | path.json")
+    n_tasks: int | None = Field(None, ge=1, le=100_000, description="ARC: first N tasks (mini: how many to generate)")
+    mini_rules: tuple[str, ...] | None = Field(None, min_length=1, description="seal_arc_mini: rules to cycle through")
+    mini_size: tuple[int, int] | None = Field(None, description="seal_arc_mini: [min, max] input side")
+    edit_format: Literal["free", "guided"] = Field("free", description="ARC self-edits: free JSON (SEAL) | guided choices")
+    arc_budget: Literal["none", "cpu"] = Field("none", description="cpu: TTT budgets that finish on a CPU")
+    policy_model: str | None = Field(None, description="ARC seal: a ready RL-trained policy checkpoint")
+    rl_tasks: str | None = Field(None, description="ARC seal: RL training tasks (default: seal-train / mini-train)")
+    rl_n_tasks: int | None = Field(None, ge=1, le=100_000, description="ARC seal: first N RL training tasks")
+    ttt: TTTSettings = Field(TTTSettings(), description="ARC test-time training")
+    keep_completions: bool = Field(False, description="ARC: keep every raw prediction in the rows")
+    # --- machine (not part of a result's identity, except device kind and dtype)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$", description="auto | cpu | cuda[:N]")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="fp32 on CPU, bf16 on GPU")
+    threads: str = Field("auto", pattern=r"^(auto|[1-9]\d{0,3})$", description="torch CPU threads (auto: by CPU count)")
+    edits_per_batch: int | None = Field(None, ge=1, le=4096, description="K edits trained at once (auto: by memory)")
+    gen_batch_size: int = Field(64, ge=1, le=8192, description="rows per generation batch")
+    data_dir: str | None = Field(None, description="folder with squad/, notes/, arc/ (else $SEALBENCH_DATA_DIR)")
+    reports_dir: str = Field("reports", min_length=1, description="where run folders are written")
+    allow_failures: bool = Field(False, description="exit 0 even when units failed")
+
+
+    @property
+    def family(self) -> str:
+        return TASK_FAMILY[self.task]
+
+    @field_validator("cpt_n")
+    @classmethod
+    def _cpt(cls, v):
+        if any(n < 1 for n in v):
+            raise ValueError("every N must be >= 1")
+        return tuple(sorted(set(v)))
+
+    @field_validator("mini_size")
+    @classmethod
+    def _size(cls, v):
+        if v is not None and not 2 <= v[0] <= v[1] <= 30:
+            raise ValueError("need 2 <= min <= max <= 30 (a 1x1 grid has no informative flip or rotation)")
+        return v
+
+    @field_validator("mini_rules")
+    @classmethod
+    def _rules(cls, v):
+        from .families.arc.data import MINI_RULES
+
+        bad = [r for r in v or () if r not in MINI_RULES]
+        if bad:
+            raise ValueError(f"unknown rule(s) {bad}; use some of {list(MINI_RULES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _fits_family(self):
+        if self.protocol not in FAMILY_PROTOCOLS[self.family]:
+            raise ValueError(f"protocol {self.protocol!r} is not available for task {self.task} "
+                             f"(use {', '.join(FAMILY_PROTOCOLS[self.family])})")
+        if self.protocol == "continual" and self.n_passages is not None and self.n_passages < self.steps:
+            raise ValueError(f"continual: the pool (n_passages={self.n_passages}) is smaller than steps={self.steps}")
+        return self
+
+    def resolve(self) -> "RunConfig":
+        """A copy with every None setting filled from the family/protocol defaults (and the ARC
+        CPU budget when asked for)."""
+        fill = dict(PROTOCOL_DEFAULTS[(self.family, self.protocol)])
+        if self.protocol == "cpt":
+            fill["n_passages"] = max(self.cpt_n)
+        if self.protocol == "continual":
+            fill["n_passages"] = self.steps
+        data = self.model_dump()
+        if self.family == "arc" and self.arc_budget == "cpu":
+            budget = dict(ARC_CPU_BUDGET)
+            data["ttt"] = {**budget.pop("ttt"), **{k: v for k, v in data["ttt"].items()
+                                                   if v != TTTSettings.model_fields[k].default}}
+            fill.update(budget)
+        for key, value in fill.items():
+            if data.get(key) is None:
+                data[key] = value
+        if self.protocol == "cpt":
+            data["n_passages"] = max(self.cpt_n)
+        return RunConfig.model_validate(data)
+
+    def train_settings(self) -> TrainSettings:
+        r = self if self.epochs is not None else self.resolve()
+        return TrainSettings(learning_rate=r.lr, epochs=r.epochs, batch_size=r.batch_size,
+                             grad_accum_steps=r.grad_accum_steps, max_length=r.max_length)
+
+    def lora_settings(self) -> LoRASettings:
+        r = self if self.lora_r is not None else self.resolve()
+        targets = SEAL_ARC_LORA if self.family == "arc" else LORA_TARGETS
+        return LoRASettings(r=r.lora_r, alpha=r.lora_alpha, targets=targets)
+
+    def identity(self) -> dict:
+        """The settings that decide numbers (hashed into the run id): machine settings dropped."""
+        drop = {"threads", "edits_per_batch", "gen_batch_size", "data_dir", "reports_dir", "allow_failures"}
+        data = self.resolve().model_dump(mode="json", exclude=drop)
+        data["device"] = "cuda" if data["device"].startswith("cuda") else data["device"]
+        return data
+
+
+EDIT_SOURCES = ("none", "self", "file", "endpoint", "policy", "fixed")
+
+
+class Endpoint(Settings):
+    base_url: str | None = Field(None, description="OpenAI-compatible server (else $SEALBENCH_TEACHER_BASE_URL)")
+    model: str | None = Field(None, description="model name (else $SEALBENCH_TEACHER_MODEL, gpt-4.1)")
+    max_tokens: int = Field(1024, ge=1, le=65536)
+    timeout: float = Field(30, allow_inf_nan=False, gt=0, le=3600)
+    max_retries: int = Field(1, ge=0, le=20)
+
+
+class ContenderSpec(Settings):
+    """A contender file (`baselines/*.yaml`, `baselines/arc/*.yaml`): one schema for both families."""
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the contender's name")
+    family: Literal["squad", "arc"] = Field(description="which task family it runs on")
+    description: str = ""
+    role: Literal["contender", "ceiling"] = Field("contender", description="ceiling: an open-book upper bound")
+    adapt: bool = Field(True, description="train an adapter (False: answer with the model as it is)")
+    edits: Literal["none", "self", "file", "endpoint", "policy", "fixed"] = Field(
+        "none", description="where self-edits come from")
+    k: int = Field(1, ge=1, le=256, description="self-edits per item, one adapter each")
+    prompt: Literal["implications", "implications-long", "rewrite", "self-qa"] = "implications"
+    temperature: float = Field(1.0, allow_inf_nan=False, ge=0, le=10)
+    top_p: float = Field(0.95, allow_inf_nan=False, gt=0, le=1)
+    max_new_tokens: int = Field(256, ge=1, le=65536)
+    file: str | None = Field(None, description="edits: file — notes JSON, relative to the data dir")
+    endpoint: Endpoint | None = None
+    answer_with_context: bool = Field(False, description="squad: the passage is in the answer prompt")
+    include_passage: bool = Field(True, description="squad: the raw passage is one more training sequence")
+    config: dict | None = Field(None, description="arc, edits: fixed — the self-edit config (SEAL's JSON)")
+    policy: str | None = Field(None, description="edits: policy — the RL preset (default: --seal-preset, else cpu)")
+
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.edits == "file" and not self.file:
+            raise ValueError("edits: file needs `file:` (a notes JSON path)")
+        if self.edits == "fixed" and self.config is None:
+            raise ValueError("edits: fixed needs `config:` (the self-edit)")
+        if self.edits in ("file", "endpoint") and self.family != "squad":
+            raise ValueError(f"edits: {self.edits} is for the squad family")
+        if self.edits == "fixed" and self.family != "arc":
+            raise ValueError("edits: fixed is for the arc family")
+        if not self.adapt and self.edits != "none":
+            raise ValueError("a contender that does not adapt has no self-edits (edits: none)")
+        return self
+
+    @property
+    def edits_per_item(self) -> int:
+        return self.k if self.edits in ("self", "file", "endpoint", "policy") else 1
+
+
+class RLConfig(Settings):
+    """A SEAL ReST-EM run (docs/rl.md; SEAL §3): k self-edits per training item from the current
+    policy, rewarded by the inner loop (mean of `repeats` seeds), the best kept, the policy SFT'd on
+    (prompt -> kept self-edit) and merged, for `rounds` rounds."""
+    task: Task = Field("seal_squad_nocontext", description="the evaluation task whose family is trained")
+    model: str = "embedded"
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    grader: Literal["match", "em", "f1", "judge"] = "match"
+    n_items: int = Field(100, ge=1, le=100_000, description="training items (squad: SEAL's 100-passage pool)")
+    train_tasks: str | None = Field(None, description="arc: training task set (default seal-train / mini-train)")
+    k: int = Field(5, ge=1, le=256, description="self-edits sampled per item per round")
+    repeats: int = Field(3, ge=1, le=64, description="inner-loop seeds averaged into one reward")
+    rounds: int = Field(2, ge=1, le=100)
+    keep: Literal["top1", "beats-passage", "all-correct"] = Field("top1", description="which self-edits are kept")
+    heldout_items: int = Field(0, ge=0, le=2067, description="squad: evaluation passages scored after every round")
+    prompt: Literal["implications", "implications-long", "rewrite", "self-qa"] = "implications"
+    temperature: float = Field(1.0, allow_inf_nan=False, ge=0, le=10)
+    top_p: float = Field(0.95, allow_inf_nan=False, gt=0, le=1)
+    max_new_tokens: int = Field(1024, ge=1, le=65536)
+    notes_style: Style = "auto"
+    answer_style: Style = "plain"
+    max_answer_tokens: int = Field(64, ge=1, le=4096)
+    inner: TrainSettings = TrainSettings()
+    inner_lora: LoRASettings = LoRASettings()
+    sft: TrainSettings = TrainSettings(learning_rate=3e-4, epochs=2)
+    sft_lora: LoRASettings = LoRASettings(r=64, alpha=128)
+    edit_format: Literal["free", "guided"] = "free"
+    mini_rules: tuple[str, ...] | None = None
+    mini_size: tuple[int, int] | None = None
+    ttt: TTTSettings = TTTSettings()
+    edits_per_batch: int | None = Field(None, ge=1, le=4096)
+
+    @property
+    def family(self) -> str:
+        return TASK_FAMILY[self.task]
+
+    @model_validator(mode="after")
+    def _keep_rule(self):
+        fits = {"squad": ("top1", "beats-passage"), "arc": ("all-correct", "top1")}[self.family]
+        if self.keep not in fits:
+            raise ValueError(f"keep rule {self.keep!r} is not for the {self.family} family; use {' or '.join(fits)}")
+        return self
+
+    def identity(self) -> dict:
+        data = self.model_dump(mode="json", exclude={"edits_per_batch"})
+        data["device"] = "cuda" if data["device"].startswith("cuda") else data["device"]
+        return data
+
+
+# ------------------------------------------------------------------------------------ reading
+DATA_WHERE = ("pass --data-dir, set SEALBENCH_DATA_DIR, or put the data at ../shared/data beside the "
+              "checkout")
+
+
+def data_dir(explicit: str | None = None) -> Path | None:
+    """Where the data is, for every command alike: --data-dir, else $SEALBENCH_DATA_DIR, else
+    `../shared/data` beside the checkout if it exists, else None (the public loaders are tried)."""
+    import os
+
+    value = explicit or os.environ.get("SEALBENCH_DATA_DIR")
+    if value:
+        return Path(value).expanduser()
+    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
+    return beside if beside.is_dir() else None
+
+
+def one_line(err: ValidationError, where: str) -> str:
+    """A pydantic error as one line: '<where>: <setting> = <value>: <problem>'."""
+    parts = []
+    for e in err.errors()[:3]:
+        loc = ".".join(str(x) for x in e["loc"]) or "value"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict) else f" = {value!r:.60}"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown setting (check the spelling; `sealbench run --help` lists them)"
+        parts.append(f"{loc}{shown}: {msg}")
+    more = f" (+{len(err.errors()) - 3} more)" if len(err.errors()) > 3 else ""
+    return f"{where}: " + "; ".join(parts) + more
+
+
+def validate(model: type[Settings], data, where: str):
+    """`model.model_validate(data)`, with any error as one ConfigError line."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(one_line(err, where)) from None
+
+
+def read_yaml(path: Path, what: str):
+    """A YAML file as data; unreadable, non-UTF-8 or malformed files are one ConfigError line."""
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path} not found") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+
+
+def find_named(folder: Path, name_or_path: str, what: str) -> Path:
+    """A file by name (`folder/<name>.yaml`) or by path; unknown names list what exists."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return path
+    candidate = folder / f"{name_or_path}.yaml"
+    if not candidate.exists():
+        names = ", ".join(p.stem for p in sorted(folder.glob("*.yaml")))
+        raise ConfigError(f"unknown {what} {name_or_path!r}; available: {names} (or a path to a .yaml)")
+    return candidate

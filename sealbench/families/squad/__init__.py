@@ -1,0 +1,82 @@
+"""The knowledge-incorporation family: SQuAD passages, asked without their context (DESIGN §1a).
+
+Modules, in the order data flows through them: data (passages, SEAL's evaluation set, notes files),
+prompts (answer and self-edit prompts, self-edit -> training sequences), protocols (the units a
+run needs), episode (THE episode: adapt, answer, grade), continual (merged edits in sequence),
+metrics (unit rows -> results-table rows).
+"""
+from __future__ import annotations
+
+from ...engine.generate import GenRequest
+from ...report.results import eval_set_id
+from . import metrics, protocols
+from .continual import run_sequences
+from .data import DataError, seal_eval_passages
+from .episode import AnswerSettings, EditError, Episode, build_texts, run_episodes
+from .prompts import self_edit_prompt
+from .rl import SquadRL
+
+
+class SquadFamily:
+    name = "squad"
+    item_noun = "passages"
+    rl = SquadRL()
+
+    def load_items(self, config) -> tuple[list, str]:
+        """SEAL's evaluation passages (the first n_passages) and the evaluation set's id."""
+        n = config.n_passages
+        passages = seal_eval_passages(n, config.data_dir)
+        if len(passages) < n:
+            raise DataError(f"n_passages = {n} asked, but the data has only {len(passages)} evaluation passages")
+        return passages, eval_set_id("seal-eval", [p.id for p in passages])
+
+    def plan(self, config, contenders, items, sources, fingerprints):
+        return protocols.plan(config, contenders, items, sources, fingerprints)
+
+    def edit_prompt(self, contender, item) -> str:
+        return self_edit_prompt(item, contender.prompt)
+
+    def sample_edits(self, engine, contender, prompts: list[str], seeds: list[int], config) -> list[str]:
+        """Sampled notes (temperature / top-p from the contender) from the engine's base weights."""
+        max_new = config.notes_max_tokens or contender.max_new_tokens
+        return engine.generate([GenRequest(p, None, max_new, contender.temperature, contender.top_p, s)
+                                for p, s in zip(prompts, seeds)])
+
+    def run(self, engine, units: list, edits: dict, config, grader) -> list[dict]:
+        """Rows for a batch of units; `edits[unit key]` lists (EditRef, edit row) in the unit's order."""
+        if config.protocol == "continual":
+            notes = {(u.key, ref.item_id): row["text"] if not row.get("error") else None
+                     for u in units for ref, row in edits.get(u.key, [])}
+            rows = run_sequences(engine, units, notes, config, grader)
+        else:
+            episodes = [self._episode(u, edits.get(u.key, []), config) for u in units]
+            rows = run_episodes(engine, episodes, config.train_settings(),
+                                AnswerSettings(config.answer_style, config.max_answer_tokens), grader)
+        for u, row in zip(units, rows):
+            pairs = edits.get(u.key, [])
+            row.update(contender=u.contender.name, **u.info, passage_ids=[p.id for p in u.items], seed=u.seed,
+                       self_edits=[r.get("text") for _, r in pairs])
+            row.setdefault("timing", {})["generate_s"] = sum(r.get("generate_s") or 0.0 for _, r in pairs)
+        return rows
+
+    def _episode(self, u, pairs: list, config) -> Episode:
+        c = u.contender
+        if not c.adapt:
+            return Episode(u.key, u.items, None, u.seed, with_context=c.answer_with_context)
+        by_passage = {p.id: [] for p in u.items}
+        error = next((r["error"] for _, r in pairs if r.get("error")), None)
+        for ref, row in pairs:
+            by_passage[ref.item_id].append(row.get("text"))
+        try:
+            texts, _ = build_texts(u.items, [by_passage[p.id] for p in u.items], c.prompt, c.include_passage,
+                                   config.max_statements)
+        except EditError as err:
+            texts, error = [], error or str(err)
+        return Episode(u.key, u.items, texts, u.seed, error=error)
+
+    def summarize(self, config, plan, rows, common):
+        return metrics.summarize(config, plan, rows, common)
+
+
+FAMILY = SquadFamily()
+__all__ = ["FAMILY", "DataError"]

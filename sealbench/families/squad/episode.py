@@ -1,0 +1,119 @@
+"""The knowledge episode, written once: adapt on passages' training sequences, answer their
+questions closed-book (or open-book for the ceiling), cut the answers, grade them.
+
+The single-passage protocol (one passage), CPT (N passages in one adapter), the SEAL RL reward and
+the lm-eval model type all run `run_episodes`, K episodes per batch through one Engine, so a
+contender means one procedure everywhere. `build_texts` is the only place a self-edit becomes
+training sequences (SEAL's rule, prompts.py), and it validates the self-edit first.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ...config import TrainSettings
+from ...engine.generate import GenRequest
+from ...engine.inner_loop import Engine, format_prompt, peak_memory_mb
+from ...engine.train import EditJob
+from ...grading import ANSWER_STOPS, cut_answer, exact_match, f1_score
+from .data import Passage
+from .prompts import answer_prompt, split_self_edit, training_texts
+
+
+class EditError(ValueError):
+    """A self-edit that cannot be trained on (too many statements, missing); recorded per unit."""
+
+
+@dataclass
+class Episode:
+    key: str
+    passages: list[Passage]
+    texts: list[str] | None        # training sequences; None: answer with the model as it is
+    seed: int
+    with_context: bool = False     # the passage is in the answer prompt (open-book ceiling)
+    error: str | None = None       # a problem found before training: the episode is recorded failed
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    style: str = "plain"           # SEAL's plain prompt, or inside the chat template
+    max_tokens: int = 64
+    stops: tuple[str, ...] = ANSWER_STOPS
+
+
+def build_texts(passages: list[Passage], notes: list[list[str | None]], prompt_kind: str,
+                include_passage: bool, max_statements: int) -> tuple[list[str], list[str]]:
+    """Training sequences for one adapter over `passages`, each with its list of self-edit texts
+    (empty list: train on the passage alone). Returns (texts, warnings).
+
+    Raises EditError when a self-edit is missing or has more than `max_statements` statements."""
+    texts, warnings = [], []
+    for passage, edits in zip(passages, notes):
+        for text in edits:
+            if text is None:
+                raise EditError(f"no self-edit was produced for passage {passage.id}")
+            n = len(split_self_edit(text, prompt_kind))
+            if n > max_statements:
+                raise EditError(f"a self-edit for passage {passage.id} has {n} statements (limit "
+                                f"{max_statements}); raise --max-statements or shorten the notes")
+            if n == 0:
+                warnings.append(f"self-edit for passage {passage.id} is empty: trained on the passage alone")
+        texts += training_texts(passage, [t for t in edits if t], prompt_kind, include_passage=include_passage)
+    return texts, warnings
+
+
+def run_episodes(engine: Engine, episodes: list[Episode], train: TrainSettings, answer: AnswerSettings,
+                 grader) -> list[dict]:
+    """Run up to `engine.k` episodes together; one result dict per episode, in order:
+    {key, status, error, train, questions: [{question, golds, raw, prediction, correct, reason, em,
+    f1}], accuracy, em, f1, timing}. Failures (bad self-edit, NaN loss) are per episode."""
+    start = time.perf_counter()
+    adapt = [e for e in episodes if e.texts is not None and e.error is None]
+    stats = engine.train([EditJob(e.texts, train, e.seed) for e in adapt])
+    slot = {e.key: i for i, e in enumerate(adapt)}
+    errors = {e.key: e.error for e in episodes if e.error}
+    errors.update({e.key: st.error for e, st in zip(adapt, stats) if st.error})
+    requests, owners = [], []
+    for e in episodes:
+        if e.key in errors:
+            continue
+        for p in e.passages:
+            for q in p.questions:
+                prompt = format_prompt(engine.tokenizer, answer_prompt(p, q, e.with_context), answer.style)
+                requests.append(GenRequest(prompt, slot=slot.get(e.key), max_new_tokens=answer.max_tokens))
+                owners.append((e.key, p, q))
+    t = time.perf_counter()
+    raws = engine.generate(requests)
+    answer_s = time.perf_counter() - t
+    t = time.perf_counter()
+    graded: dict[str, list[dict]] = {}
+    for (key, p, q), raw in zip(owners, raws):
+        pred = cut_answer(raw, answer.stops)
+        verdict = grader.grade(q.question, q.answers, pred)
+        graded.setdefault(key, []).append({
+            "passage_id": p.id, "question": q.question, "golds": q.answers, "raw": raw, "prediction": pred,
+            "correct": bool(verdict), "reason": verdict.reason, "em": exact_match(pred, q.answers),
+            "f1": f1_score(pred, q.answers)})
+    grade_s = time.perf_counter() - t
+    n_questions = max(len(owners), 1)
+    train_by_key = {e.key: st for e, st in zip(adapt, stats)}
+    peak = round(peak_memory_mb(engine.device), 1)
+    out = []
+    for e in episodes:
+        st = train_by_key.get(e.key)
+        row = {"key": e.key, "status": "failed" if e.key in errors else "ok", "error": errors.get(e.key),
+               "train": st.to_dict() if st else None, "n_train_sequences": len(e.texts or [])}
+        qs = graded.get(e.key, [])
+        share = len(qs) / n_questions
+        row["timing"] = {"train_s": st.seconds if st else 0.0, "answer_s": answer_s * share,
+                         "grade_s": grade_s * share, "batch_edits": len(episodes), "peak_mem_mb": peak,
+                         "batch_s": time.perf_counter() - start}
+        if row["status"] == "ok":
+            if not qs:
+                row.update(status="failed", error="no questions to answer for these passages")
+            else:
+                row["questions"] = qs
+                for metric, field in (("accuracy", "correct"), ("em", "em"), ("f1", "f1")):
+                    row[metric] = sum(float(q[field]) for q in qs) / len(qs)
+        out.append(row)
+    return out

@@ -1,0 +1,90 @@
+"""The knowledge protocols' plans (DESIGN §1a): which units a run needs.
+
+* single: one unit per (contender, passage, self-edit index): an adapter on that passage's
+  sequences with that self-edit, answering that passage's questions.
+* cpt (continued pretraining at scale N): one unit per (contender, N): one adapter on the first N
+  passages' sequences (every self-edit of each), answering all their questions. A contender that
+  does not adapt answers per passage (the same units as the single protocol, so they are shared).
+* continual: one unit per (contender, sequence): K passages in a seeded random order, each edit
+  merged before the next (continual.py).
+
+A unit's identity is what determines its result (families/base.py), so CPT at N=1 with the single
+protocol's inner-loop settings *is* the single unit, and every unit is reused across runs.
+"""
+from __future__ import annotations
+
+import random
+
+from ...config import RunConfig
+from ..base import EditRef, Unit, derive_seed, stable_hash
+from .episode import AnswerSettings
+
+
+def settings_identity(config: RunConfig) -> dict:
+    """The settings every knowledge unit's result depends on."""
+    ident = config.identity()
+    answer = AnswerSettings(config.answer_style, config.max_answer_tokens)
+    return {"train": config.train_settings().model_dump(mode="json"),
+            "lora": config.lora_settings().model_dump(mode="json"),
+            "answer": {"style": answer.style, "max_tokens": answer.max_tokens, "stops": list(answer.stops)},
+            "grader": config.grader, "max_statements": config.max_statements, "device": ident["device"],
+            "dtype": ident["dtype"], "seed": config.seed}
+
+
+def procedure(c) -> dict:
+    """What a contender does (its name and description are not part of its results' identity)."""
+    return c.model_dump(mode="json", exclude={"name", "description", "k", "role"})
+
+
+def plan(config: RunConfig, contenders: list, passages: list, sources, fingerprints: dict) -> list[Unit]:
+    """The units of a knowledge run, in a stable order. `sources` is an edits.EditSources (edit
+    keys); `fingerprints` maps "base" / "policy:<name>" to the weight fingerprint adapted."""
+    common = settings_identity(config)
+    units: list[Unit] = []
+
+    def unit(c, items, edits, info, kind="episode", extra=None):
+        model = fingerprints["policy:" + c.name] if c.edits == "policy" else fingerprints["base"]
+        edit_keys = [sources.key(_pending(sources, c, items, ref)) for ref in edits]
+        ident = {"kind": kind, "model": model, "procedure": procedure(c), "items": [p.digest for p in items],
+                 "edits": edit_keys, **common, **(extra or {})}
+        units.append(Unit(stable_hash(ident), c, list(items), list(edits), info))
+
+    if config.protocol == "single":
+        for p in passages:
+            for c in contenders:
+                for e in range(c.edits_per_item):
+                    refs = [EditRef(c.name, p.id, e)] if c.edits != "none" else []
+                    unit(c, [p], refs, {"passage_id": p.id, "edit_index": e})
+    elif config.protocol == "cpt":
+        for c in contenders:
+            if not c.adapt:
+                for p in passages:
+                    unit(c, [p], [], {"passage_id": p.id, "edit_index": 0})
+                continue
+            for n in config.cpt_n:
+                items = passages[:n]
+                refs = [EditRef(c.name, p.id, e) for p in items for e in range(c.edits_per_item)] \
+                    if c.edits != "none" else []
+                unit(c, items, refs, {"n": n})
+    else:
+        for c in contenders:
+            if not c.adapt:
+                continue  # nothing to merge; its accuracy is row 0 of every matrix
+            for s, order in enumerate(sequences(config, len(passages))):
+                items = [passages[i] for i in order]
+                refs = [EditRef(c.name, p.id, 0) for p in items] if c.edits != "none" else []
+                unit(c, items, refs, {"sequence": s}, kind="continual")
+    return units
+
+
+def sequences(config: RunConfig, pool: int) -> list[list[int]]:
+    """The continual protocol's S orders of K pool indices, each from its own seeded RNG."""
+    return [random.Random(derive_seed(config.seed, "continual-sequence", s)).sample(range(pool), config.steps)
+            for s in range(config.sequences)]
+
+
+def _pending(sources, c, items, ref):
+    from ...edits import Pending
+
+    item = next(p for p in items if p.id == ref.item_id)
+    return Pending(ref, c, item)

@@ -1,0 +1,258 @@
+"""`sealbench compare DIR [--out OUT] [--no-plots]`: every finished run under DIR side by side.
+
+Reads every finished run folder at any depth under DIR (`results.load_results`) and writes to OUT
+(default DIR/compare/):
+
+    results.csv      every row of every run (the results table, `results.COLUMNS`)
+    runs.csv         one row per run: task, protocol, model, grader, eval set, device, written,
+                     and the config.json fields that differ between runs of its group
+    compare.md       the tables below (pandas -> tabulate), plots linked relatively
+    compare.html     the same, self-contained (inline CSS; PNGs referenced as plots/*.png)
+    plots/*.png      headline bars, CPT curves, forgetting heatmaps, time per edit, RL rounds
+
+A group is one (task, protocol, model, grader, eval_set): rows are only comparable inside one.
+In each group's tables the contenders are rows and the runs are columns, so runs of different
+configs sit side by side and a contender missing from a run is an empty cell ("–"). Sections:
+headline metric, other metrics, paired differences, CPT accuracy against N, continual forgetting
+matrices (mean ± std), time per edit (every family), RL rounds. DIR without a finished run is an
+error (exit 2, one line).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import html
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots
+from .results import (COST, DASH, cell_text, csv_text, headline, label, load_results, matrix_table,
+                      md_table, natural, sort_table, wide)
+
+GROUP = ["task", "protocol", "model", "grader", "eval_set"]
+RL_GROUP = ["task", "model", "grader"]  # RL rows span two eval sets (training items, held-out)
+KINDS = {"bars": "headline", "cpt": "CPT", "forgetting": "forgetting", "time": "time-per-edit", "rl": "RL rounds"}
+NOT_CONFIG = ("passage_ids", "task_ids", "heldout_passage_ids", "contenders")
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1360px;
+ padding:0 1rem;color:#1f2328;line-height:1.45}
+h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.3rem}
+h3{font-size:1rem;margin:1.2rem 0 .3rem}
+table{border-collapse:collapse;margin:.3rem 0 .6rem;font-size:.85rem;display:block;overflow-x:auto}
+th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:right;white-space:nowrap}
+th{background:#f6f8fa;text-align:center}td:first-child,th:first-child{text-align:left}
+td em{color:#7d4e00}.note{color:#57606a;font-size:.82rem;margin:.1rem 0 1rem}
+img{max-width:100%;border:1px solid #eaeef2;margin:.4rem 0}figure{margin:0}figcaption{font-size:.8rem;color:#57606a}
+"""
+
+
+class CompareError(RuntimeError):
+    """Nothing to compare; the message says where it looked."""
+
+
+# ----------------------------------------------------------------------------------- rendering
+def page(title: str, body: str) -> str:
+    """A self-contained HTML page (inline CSS, no external assets)."""
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
+            f"<body>\n{body}\n</body></html>\n")
+
+
+def html_table(df: pd.DataFrame, emphasis: list[bool] | None = None,
+               titles: tuple[str, list[str]] | None = None) -> str:
+    """The DataFrame as an HTML table via pandas; every cell escaped; cells of rows marked in
+    `emphasis` in <em>; titles=(column, one text per row) become that column's hover text."""
+    cells = df.astype(str).map(html.escape)
+    if emphasis is not None:
+        cells = cells.apply(lambda col: [f"<em>{v}</em>" if e else v for v, e in zip(col, emphasis)])
+    if titles is not None:
+        col, texts = titles
+        cells[col] = [f'<span title="{html.escape(t)}">{v}</span>' for v, t in zip(cells[col], texts)]
+    return cells.to_html(index=False, escape=False, border=0)
+
+
+def _slug(*parts) -> str:
+    text = "-".join(map(str, parts))
+    readable = "".join(c if c.isalnum() else "-" for c in text.lower())[:60].strip("-")
+    return f"{readable}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
+
+
+def flatten(obj, prefix: str = "") -> dict:
+    """Nested config dicts as {'train.epochs': 5, ...}; lists as compact JSON."""
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(obj, list) and obj and all(isinstance(v, dict) and "name" in v for v in obj):
+        return {prefix[:-1]: ",".join(str(v["name"]) for v in obj)}
+    return {prefix[:-1]: json.dumps(obj, sort_keys=True) if isinstance(obj, list) else obj}
+
+
+def config_diffs(df: pd.DataFrame) -> dict[str, str]:
+    """run_id -> 'key=value, ...' of the config.json fields that differ between the runs of its
+    group (config.json read from `df.attrs['run_dirs']`; item id lists are left out)."""
+    configs = {}
+    for run, folder in (df.attrs.get("run_dirs") or {}).items():
+        try:
+            raw = json.loads((Path(folder) / "config.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            raw = {}
+        configs[run] = {k: v for k, v in flatten(raw).items() if k.split(".")[0] not in NOT_CONFIG}
+    out = {}
+    for _, g in df.groupby(GROUP, sort=True):
+        runs = sorted(g["run_id"].unique())
+        keys = sorted({k for r in runs for k in configs.get(r, {})})
+        differ = [k for k in keys if len({json.dumps(configs.get(r, {}).get(k), default=str) for r in runs}) > 1]
+        for r in runs:
+            text = ", ".join(f"{k}={configs.get(r, {}).get(k, DASH)}" for k in differ)
+            out[r] = ", ".join(filter(None, [out.get(r, ""), text]))
+    return out
+
+
+# ----------------------------------------------------------------------------------- tables
+def _at_cell(row) -> str:
+    return cell_text(row) + (f" @{row['at']}" if row["at"] else "")
+
+
+def group_tables(df: pd.DataFrame) -> list[tuple[str, list[tuple[str, pd.DataFrame]], list[tuple[str, pd.DataFrame]]]]:
+    """Per comparable group: (title, [(caption, table)], [(kind, rows to plot)])."""
+    df = df.assign(contender=[label(r) for _, r in df.iterrows()])
+    out = []
+    for key, g in df[df["protocol"] != "rl"].groupby(GROUP, sort=True):
+        task, protocol, model, grader, eval_set = key
+        paired, cost = g["vs"] != "", g["metric"].isin(COST)
+        cells = g["at"].str.contains("after=")
+        h = headline(g)
+        metric = h["metric"].iloc[0] if len(h) else ""
+        rest = g[~paired & ~cost & ~cells & (g["at"] == "") & (g["metric"] != metric)]
+        tables = [(f"{plots.axis_label(metric)} [95% CI] (n) — contenders × runs",
+                   wide(h, ["contender"], ["run_id"], _at_cell)),
+                  ("other metrics", wide(rest, ["contender", "metric"], ["run_id"])),
+                  ("paired differences (points, 95% CI, sign-flip p)",
+                   wide(g[paired], ["contender", "vs", "at"], ["run_id"]))]
+        figs = [("bars", h)]
+        if protocol == "cpt":
+            for run, r in g[(g["metric"] == "accuracy") & ~paired].groupby("run_id"):
+                tables.append((f"CPT: accuracy % against N — {run}",
+                               wide(r, ["contender"], ["at"], first=tuple(sorted(r["at"].unique(), key=natural)))))
+            figs.append(("cpt", g[(g["metric"] == "accuracy") & ~paired]))
+        for (run, name), r in g[cells].groupby(["run_id", "contender"]):
+            tables.append((f"forgetting matrix: {name} — {run} (accuracy %, mean ± std over sequences; "
+                           "row k: after edit k)", matrix_table(r)))
+            figs.append(("forgetting", r))
+        tables.append(("time per edit: median [IQR] seconds (n edits), tokens, peak MB",
+                       wide(g[cost], ["run_id", "contender", "at"], ["metric"], first=COST)))
+        figs.append(("time", g[cost]))
+        title = f"{task} · {protocol} · {model} · grader {grader} · eval set {eval_set}"
+        out.append((title, [(c, sort_table(t)) for c, t in tables if not t.empty], figs))
+    for key, g in df[df["protocol"] == "rl"].groupby(RL_GROUP, sort=True):
+        tables = [("RL rounds (round 0 = the starting model)", wide(g, ["run_id", "at"], ["metric"], first=(
+            "reward_all", "reward_kept", "heldout_accuracy", "heldout_diff")))]
+        out.append((f"{key[0]} · rl · {key[1]} · grader {key[2]}", tables, [("rl", g)]))
+    return out
+
+
+def runs_table(df: pd.DataFrame, diffs: dict[str, str]) -> pd.DataFrame:
+    """One row per run: where and how it ran, and how its config differs within its group."""
+    runs = df.groupby("run_id", sort=True).agg(task=("task", "first"), protocol=("protocol", "first"),
+                                                model=("model", "first"), fingerprint=("model_fingerprint", "first"),
+                                                grader=("grader", "first"),
+                                                eval_set=("eval_set", lambda s: ", ".join(sorted(set(s)))),
+                                                device=("device", "first"), written=("written", "first"))
+    runs["config differs"] = [diffs.get(r) or DASH for r in runs.index]
+    return runs.reset_index()
+
+
+# ----------------------------------------------------------------------------------- plots
+def draw(kind: str, rows: pd.DataFrame, plot_dir: Path, title: str) -> Path | None:
+    """One figure of a group (kind: bars | cpt | forgetting | time | rl), or None."""
+    path = plot_dir / f"{kind}_{_slug(title, *sorted(set(rows['run_id'])), *sorted(set(rows['contender'])))}.png"
+    if kind == "bars":
+        several = rows["run_id"].nunique() > 1
+        entries = rows.assign(label=[f"{r.contender} · {r.run_id[-10:]}" if several else r.contender
+                                     for r in rows.itertuples()])
+        entries = entries.sort_values(["value", "label"], ascending=[False, True])
+        return plots.bars(entries, path, title, entries["metric"].iloc[0]) if len(entries) else None
+    if kind == "cpt":
+        return plots.cpt_curve(rows, path, f"CPT scale — {title}")
+    if kind == "forgetting":
+        return plots.forgetting(rows, path, f"{rows['contender'].iloc[0]} · {rows['run_id'].iloc[0][-10:]}")
+    if kind == "time":
+        return plots.time_per_edit(rows, path, f"time per edit — {title}")
+    return plots.rl_rounds(rows, path, f"SEAL RL rounds — {title}")
+
+
+# ----------------------------------------------------------------------------------- compare
+def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = True) -> dict:
+    """Write the comparison of every finished run under `root`; return what was written:
+    {md, html, csv: [paths], png: [paths], n_runs, skipped: [one line per folder not read]}.
+    Raises CompareError when `root` holds no finished run."""
+    root = Path(root)
+    out = Path(out) if out else root / "compare"
+    df, skipped = load_results([root])
+    if df.empty:
+        extra = f" ({len(skipped)} unfinished or old-format folder(s))" if skipped else ""
+        raise CompareError(f"no finished runs under {root}{extra}: "
+                           "run `sealbench run ...` (or `sealbench migrate`) first")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.csv").write_text(csv_text(df.to_dict("records")))
+    runs = runs_table(df, config_diffs(df))
+    runs.to_csv(out / "runs.csv", index=False, lineterminator="\n")
+    n_runs = df["run_id"].nunique()
+    md = [f"# sealbench comparison\n\n{n_runs} run(s) under `{root}`. Cells: mean [95% CI] (n unit); "
+          f"fractions in percent, differences in points, times in seconds.\n", "## Runs\n", md_table(runs)]
+    body = [f"<h1>sealbench comparison</h1><p class=\"note\">{n_runs} run(s) under <code>{html.escape(str(root))}"
+            "</code>. Cells: mean [95% CI] (n unit); fractions in percent, differences in points, times in "
+            "seconds.</p><h2>Runs</h2>", html_table(runs)]
+    pngs = []
+    for title, tables, figs in group_tables(df):
+        md.append(f"## {title}\n")
+        body.append(f"<h2>{html.escape(title)}</h2>")
+        for caption, table in tables:
+            md.append(f"### {caption}\n\n{md_table(table)}")
+            body.append(f"<h3>{html.escape(caption)}</h3>{html_table(table)}")
+        for kind, rows in figs if make_plots else []:
+            path = draw(kind, rows, out / "plots", title) if not rows.empty else None
+            if path is None:
+                if not rows.empty and plots.all_zero(rows["value"]):
+                    note = f"Every value is 0 here: no {KINDS[kind]} chart."
+                    md.append(note + "\n")
+                    body.append(f'<p class="note">{note}</p>')
+                continue
+            rel, cap = path.relative_to(out).as_posix(), f"{KINDS[kind]}: {title}"
+            pngs.append(str(path))
+            md.append(f"![{cap}]({rel})\n")
+            body.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(cap)}"></figure>')
+    if skipped:
+        md += ["## Not compared\n"] + [f"- {s}" for s in skipped] + [""]
+        body.append("<h2>Not compared</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
+    (out / "compare.md").write_text("\n".join(md))
+    (out / "compare.html").write_text(page("sealbench comparison", "\n".join(body)))
+    return {"md": str(out / "compare.md"), "html": str(out / "compare.html"), "png": pngs, "n_runs": n_runs,
+            "csv": [str(out / "results.csv"), str(out / "runs.csv")], "skipped": skipped}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sealbench compare DIR [--out OUT] [--no-plots]`; exit 2 (one line) when DIR has no finished run."""
+    p = argparse.ArgumentParser(prog="sealbench compare", description="Compare every finished run under DIR.")
+    p.add_argument("dir", nargs="?", default="reports", metavar="DIR")
+    p.add_argument("--out", default=None, help="output folder (default: DIR/compare)")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        w = compare(args.dir, args.out, make_plots=not args.no_plots)
+    except (CompareError, ValueError) as err:  # ValueError: a finished run's files are unreadable
+        print(f"sealbench: error: {err}", file=sys.stderr)
+        return 2
+    for line in w["skipped"]:
+        print(f"not compared: {line}", file=sys.stderr)
+    print(f"compared {w['n_runs']} run(s): {w['md']}, {w['html']}, {len(w['png'])} PNG", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

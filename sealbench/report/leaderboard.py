@@ -1,0 +1,248 @@
+"""`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--no-plots]`: like-for-like rankings.
+
+Finds finished run folders at any depth under each DIR and writes `leaderboard.md` and a
+self-contained `leaderboard.html` (inline CSS, charts as base64 PNGs) into OUT (default: the first
+DIR). Rules:
+
+* One table per comparable group: same task, protocol, model, grader and eval_set (and the same
+  `at` of the headline, e.g. CPT's largest N). Rows of different groups never share a ranking; a
+  group with one contender is still shown.
+* Entries are (run, contender) pairs ranked by the headline (`results.headline`: accuracy;
+  cpt: accuracy at the largest N; continual: accuracy after all edits; ARC: pairs solved),
+  competition ranking: ties share a rank ("1, 2, 2, 4").
+* The open-book ceiling (role ceiling) and SEAL's published numbers (role reference, from
+  `results.reference_rows`, shown in every group of the same task and protocol) are marked in the
+  contender cell and in italics, and never ranked.
+* Every number shows its n; when the top entry's 95% CI overlaps another ranked entry's (or they
+  tie, or there is no CI), the group says "these contenders cannot be separated at this n".
+* Columns: rank, contender, metric % [95% CI], n, Δ vs base (p), s/edit; run id, device and the
+  config fields that differ are the contender cell's hover text and a details table.
+* A group whose values are all 0 says so instead of drawing a chart; each chart has one metric.
+* Same inputs, same bytes: no timestamps other than the runs' own.
+Nothing to rank is an error (exit 2, one line).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from . import plots
+from .compare import GROUP, config_diffs, html_table, page
+from .results import (DASH, ROLE_LABEL, cell_text, headline, load_results, md_table, order_key, reference_path,
+                      reference_rows, rows_to_frame)
+
+KEY = GROUP + ["at"]
+MODEL_NOTE = "SEAL paper: Qwen2.5-7B, GPT-4.1 judge, SEAL's 200 evaluation passages"
+SEPARATE = "these contenders cannot be separated at this n"
+LEGEND = {"ceiling": "*open-book ceiling*: the passage is in the prompt; an upper reference, not ranked.",
+          "reference": "*SEAL paper*: SEAL's published numbers (Qwen2.5-7B, GPT-4.1 judge, SEAL's 200 passages): "
+                       "another model, grader and eval set, shown for orientation, not ranked."}
+
+
+class EmptyLeaderboard(RuntimeError):
+    """No finished run with a rankable headline."""
+
+
+def competition_rank(values: pd.Series) -> pd.Series:
+    """1, 2, 2, 4: ties (equal to 12 decimals) share the best rank, higher is better."""
+    return values.round(12).rank(method="min", ascending=False).astype(int)
+
+
+def _lookup(df: pd.DataFrame) -> dict[tuple, pd.Series]:
+    """(run_id, contender, metric, vs, at) -> row, for Δ vs base and s/edit."""
+    return {(r.run_id, r.contender, r.metric, r.vs, r.at): r for r in df.itertuples(index=False)}
+
+
+def _delta(look, e) -> str:
+    r = look.get((e["run_id"], e["contender"], "accuracy_diff", "base", e["at"]))
+    if r is None or pd.isna(r.value):
+        return DASH
+    return f"{r.value * 100:+.1f}" + (f" (p={r.p_value:.2f})" if pd.notna(r.p_value) else "")
+
+
+def _seconds(look, e) -> str:
+    r = look.get((e["run_id"], e["contender"], "seconds_per_edit", "", e["at"])) or \
+        look.get((e["run_id"], e["contender"], "seconds_per_edit", "", ""))
+    return DASH if r is None or pd.isna(r.value) else f"{r.value:.2f}"
+
+
+def separable_note(ranked: pd.DataFrame) -> str:
+    """The plain note when the top entry cannot be told apart from others at this n ('' if it can)."""
+    if len(ranked) < 2:
+        return ""
+    top = ranked.iloc[0]
+    close = [e for _, e in ranked.iloc[1:].iterrows()
+             if e["value"] == top["value"] or pd.isna(top["ci_low"]) or pd.isna(e["ci_high"])
+             or e["ci_high"] >= top["ci_low"]]
+    if not close:
+        return ""
+    names = ", ".join([top["label"]] + [e["label"] for e in close])
+    return f"{SEPARATE}: {names} (tied, or their 95% CIs overlap)."
+
+
+def board(df: pd.DataFrame, refs: pd.DataFrame) -> list[dict]:
+    """Per comparable group: {key, title, metric, entries (every shown row, ranked first, with
+    rank, label, marked), table (display), details, note, cells (continual)}."""
+    top = headline(df).dropna(subset=["value"])
+    ref_top = headline(refs) if not refs.empty else refs
+    diffs, look = config_diffs(df), _lookup(df)
+    groups = []
+    for key, g in top.groupby(KEY, sort=True):
+        task, protocol, model, grader, eval_set, at = key
+        ranked = g[g["role"] == "contender"].copy()
+        if ranked.empty:
+            continue
+        ranked["rank"] = competition_rank(ranked["value"])
+        twice = ranked["contender"].duplicated(keep=False)
+        ranked["label"] = [f"{c} ({r[-10:]})" if d else c
+                           for c, r, d in zip(ranked["contender"], ranked["run_id"], twice)]
+        ranked = ranked.iloc[sorted(range(len(ranked)), key=lambda i: (
+            ranked["rank"].iloc[i], order_key(ranked["contender"].iloc[i]), ranked["run_id"].iloc[i]))]
+        same = (ref_top["task"] == task) & (ref_top["protocol"] == protocol) if len(ref_top) else []
+        marked = pd.concat([g[g["role"] == "ceiling"], ref_top[same]])
+        marked = marked.assign(rank=pd.NA, label=[
+            f"{r.contender} ({ROLE_LABEL[r.role]}" + (f", {r.at})" if r.role == "reference" and r.at else ")")
+            for r in marked.itertuples()])
+        entries = pd.concat([ranked, marked], ignore_index=True)
+        is_marked = (entries["role"] != "contender").tolist()
+        metric = g["metric"].iloc[0]
+        table = pd.DataFrame({
+            "rank": [DASH if m else str(r) for r, m in zip(entries["rank"], is_marked)],
+            "contender": entries["label"],
+            f"{plots.axis_label(metric)} [95% CI]": [cell_text(e, with_n=False) for _, e in entries.iterrows()],
+            "n": [DASH if pd.isna(e["n"]) else f"{e['n']} {e['unit']}" for _, e in entries.iterrows()],
+            "Δ vs base (p)": [DASH if m else _delta(look, e) for (_, e), m in zip(entries.iterrows(), is_marked)],
+            "s/edit": [DASH if m else _seconds(look, e) for (_, e), m in zip(entries.iterrows(), is_marked)]})
+        ours = entries[entries["role"] != "reference"]
+        details = pd.DataFrame({
+            "contender": ours["label"], "run id": ours["run_id"], "device": ours["device"].replace("", DASH),
+            "seed": ours["seed"].astype(str), "written": ours["written"],
+            "config differs": [diffs.get(r) or DASH for r in ours["run_id"]]})
+        legend = " ".join(LEGEND[role] for role in ("ceiling", "reference") if (entries["role"] == role).any())
+        mine = df[df["run_id"].isin(ranked["run_id"]) & (df["eval_set"] == eval_set) & (df["vs"] == "")]
+        cells = mine[(mine["protocol"] == "continual") & mine["at"].str.contains("after=")]
+        ref_g = refs[(refs["task"] == task) & (refs["protocol"] == protocol)] if len(refs) else refs
+        curve = mine[(mine["protocol"] == "cpt") & (mine["metric"] == "accuracy")]
+        groups.append({"key": key, "metric": metric, "entries": entries, "table": table, "details": details,
+                       "marked": is_marked, "note": separable_note(ranked), "legend": legend, "cells": cells,
+                       "curve": curve, "ref_cells": ref_g[ref_g["at"].str.contains("after=")],
+                       "ref_curve": ref_g[ref_g["metric"] == "accuracy"],
+                       "title": f"{task} · {protocol} · {model}",
+                       "subtitle": f"grader {grader} · eval set {eval_set}" + (f" · at {at}" if at else "")})
+    return groups
+
+
+def _charts(group: dict, folder: Path) -> tuple[list[tuple[str, str]], str]:
+    """([(caption, data URI)], the words said instead of charts when every value is 0)."""
+    entries, metric, title = group["entries"], group["metric"], f"{group['title']} · {group['subtitle']}"
+    if plots.all_zero(entries.loc[entries["role"] != "reference", "value"]):
+        return [], f"Every contender scores 0.0 ({plots.axis_label(metric)}) in this group: no chart."
+    seal_curve, seal_cells = group["ref_curve"], group["ref_cells"]
+    figs = [(f"{plots.axis_label(metric)}, 95% CI", plots.bars(entries, folder / "bars.png", title, metric))]
+    if len(group["curve"]):
+        figs.append(("accuracy % against N" + (" beside SEAL's N=200 numbers" if len(seal_curve) else ""),
+                     plots.cpt_curve(group["curve"], folder / "cpt.png", title, seal_curve)))
+    for i, ((run, name), cells) in enumerate(group["cells"].groupby(["run_id", "contender"], sort=True)):
+        figs.append((f"forgetting: {name} ({run})" + (" beside SEAL's matrix" if len(seal_cells) else ""),
+                     plots.forgetting(cells, folder / f"forgetting{i}.png", f"{name} · {run[-10:]}", seal_cells)))
+    return [(c, "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()) for c, p in figs if p], ""
+
+
+def _render_group(g: dict, figs: list[tuple[str, str]], words: str) -> tuple[list[str], list[str]]:
+    """One group as (Markdown lines, HTML parts): title, ranking table, notes, charts, details."""
+    shown = g["table"].assign(contender=[f"*{c}*" if m else c for c, m in zip(g["table"]["contender"], g["marked"])])
+    diffs = dict(zip(g["details"]["run id"], g["details"]["config differs"]))
+    hover = [MODEL_NOTE if r.role == "reference" else
+             f"run {r.run_id} · device {r.device or DASH} · config: {diffs.get(r.run_id, DASH)}"
+             for r in g["entries"].itertuples()]
+    notes = [n for n in (g["legend"], g["note"], words) if n]
+    md = [f"## {g['title']}", "", g["subtitle"], "", md_table(shown)] + [line for n in notes for line in (n, "")]
+    md += ["<details><summary>details</summary>", "", md_table(g["details"]), "</details>", ""]
+    body = [f"<h2>{html.escape(g['title'])}</h2><p class=\"note\">{html.escape(g['subtitle'])}</p>",
+            html_table(g["table"], g["marked"], ("contender", hover))]
+    body += [f'<p class="note">{html.escape(n).replace("*", "")}</p>' for n in notes]
+    body += [f'<figure><img src="{uri}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
+             for c, uri in figs]
+    body.append(f"<details><summary>details: run, device, config</summary>{html_table(g['details'])}</details>")
+    return md, body
+
+
+def render(groups: list[dict], roots: list[Path], skipped: list[str], ref_note: str,
+           make_plots: bool) -> tuple[str, str]:
+    """(leaderboard.md, leaderboard.html body)."""
+    n_runs = len({r for g in groups for r in g["entries"].loc[g["entries"]["role"] != "reference", "run_id"]})
+    where = ", ".join(f"`{r}`" for r in roots)
+    intro = (f"{n_runs} run(s) under {where}. One table per task · protocol · model · grader · eval set: only "
+             "rows measured the same way are ranked together; ties share a rank. Rows in italics are shown for "
+             "reference and never ranked: the open-book ceiling (the passage is in the prompt) and SEAL's "
+             "published numbers (another model, judge and eval set). Accuracy in percent with its 95% CI; "
+             "n beside every number.")
+    md = ["# sealbench leaderboard", "", intro + (f" {ref_note}" if ref_note else ""), ""]
+    body = ["<h1>sealbench leaderboard</h1>", f'<p class="note">{html.escape(intro.replace("`", ""))}'
+            + (f" {html.escape(ref_note)}" if ref_note else "") + "</p>"]
+    with tempfile.TemporaryDirectory(prefix="sealbench-lb-") as tmp:
+        for k, g in enumerate(groups):
+            figs, words = _charts(g, Path(tmp) / f"group{k}") if make_plots else ([], "")
+            group_md, group_html = _render_group(g, figs, words)
+            md += group_md
+            body += group_html
+    if skipped:
+        md += ["## Not ranked", ""] + [f"- {s}" for s in skipped] + [""]
+        body.append("<h2>Not ranked</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
+    return "\n".join(md).rstrip("\n") + "\n", "\n".join(body)
+
+
+def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir: str | None = None,
+                make_plots: bool = True) -> dict:
+    """Write leaderboard.md and leaderboard.html into `out` (default: the first root); return
+    {md, html, n_groups, n_entries, reference (path or None), skipped}. Raises EmptyLeaderboard."""
+    roots = [Path(r) for r in roots]
+    df, skipped = load_results(roots)
+    ref_file = reference_path(data_dir)
+    refs = rows_to_frame(reference_rows(data_dir))
+    groups = board(df, refs)
+    if not groups:
+        extra = f"; {len(skipped)} folder(s) not read (unfinished or old format)" if skipped else ""
+        raise EmptyLeaderboard(f"nothing to rank under {', '.join(map(str, roots))}{extra}: "
+                               "run `sealbench run ...` (or `sealbench migrate`) first")
+    ref_note = "" if not refs.empty else f"(SEAL's reference file {ref_file} was not found: no reference rows.)"
+    md, body = render(groups, roots, skipped, ref_note, make_plots)
+    out = Path(out) if out else roots[0]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "leaderboard.md").write_text(md)
+    (out / "leaderboard.html").write_text(page("sealbench leaderboard", body))
+    return {"md": str(out / "leaderboard.md"), "html": str(out / "leaderboard.html"), "n_groups": len(groups),
+            "n_entries": sum(int((g["entries"]["role"] == "contender").sum()) for g in groups),
+            "reference": str(ref_file) if not refs.empty else None, "skipped": skipped}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--no-plots]`; exit 2
+    (one line) when nothing can be ranked."""
+    p = argparse.ArgumentParser(prog="sealbench leaderboard",
+                                description="Rank like-for-like contenders; write leaderboard.md and .html.")
+    p.add_argument("dirs", nargs="*", default=["reports"], metavar="DIR")
+    p.add_argument("--out", default=None, help="output folder (default: the first DIR)")
+    p.add_argument("--data-dir", default=None, help="where reference/ lives (default $SEALBENCH_DATA_DIR)")
+    p.add_argument("--no-plots", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        w = leaderboard(args.dirs, args.out, args.data_dir, make_plots=not args.no_plots)
+    except (EmptyLeaderboard, ValueError) as err:
+        print(f"sealbench: error: {err}", file=sys.stderr)
+        return 2
+    for line in w["skipped"]:
+        print(f"not ranked: {line}", file=sys.stderr)
+    print(f"leaderboard: {w['n_entries']} entries in {w['n_groups']} group(s) -> {w['md']}, {w['html']}"
+          + ("" if w["reference"] else " (no SEAL reference file)"), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

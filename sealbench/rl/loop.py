@@ -1,0 +1,226 @@
+"""SEAL's outer loop (ReST-EM; SEAL §3, DESIGN §3), one loop for every task family.
+
+One round:
+  1. sample k self-edits per training item from the current policy (seeded per item and sample);
+  2. reward each: `repeats` inner-loop episodes on the current policy, all batched through the
+     engine; the reward is their mean (knowledge: adapted accuracy; ARC: task solved);
+  3. keep by rule (`top1`: the best per item; `beats-passage`: only if better than the
+     passage-only adapter; `all-correct`: every self-edit that solved its task);
+  4. LoRA SFT of the policy on (self-edit prompt -> kept self-edit), loss on the self-edit only,
+     merged into the weights: the next round's writer *and* the model that is adapted.
+Held-out items (knowledge) are scored before the first round and after every round.
+
+The family supplies the items, prompts, sampling and rewards (`family.rl`: families/squad/rl.py,
+families/arc/rl.py). Every sample, reward and round is an artifact of the RL run folder
+(`round_R/samples.jsonl`, `rewards.jsonl`, `kept.jsonl`, `policy_adapter.safetensors`,
+`policy.json` written last, `stats.json`, `heldout.jsonl`), so a killed run resumes where it
+stopped; the results table (protocol `rl`) and COMPLETE mark it finished.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from .. import registry
+from ..config import RLConfig
+from ..engine.inner_loop import Engine, format_prompt
+from ..engine.models import load_model
+from ..engine.train import EditJob, train_edits
+from ..families.base import derive_seed
+from ..report.results import eval_set_id, make_row, run_markdown
+from ..stats import mean_ci, paired_difference
+from ..store import RunFolder, build_manifest, now_iso, write_json
+from .policy import Policy, chain_fingerprint, rl_run_id
+
+
+def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: str) -> list[dict]:
+    """The kept samples (dicts with item_id, sample, reward), in item/sample order.
+
+    `top1` (SEAL, knowledge): the best mean reward per item (ties: the lowest sample index).
+    `beats-passage`: the same, kept only where it beats that item's passage-only reward.
+    `all-correct` (SEAL, ARC): every sample with reward 1. Raises ValueError for other rules."""
+    ordered = sorted(samples, key=lambda s: (s["item_id"], s["sample"]))
+    if rule == "all-correct":
+        return [s for s in ordered if s["reward"] >= 1.0]
+    if rule not in ("top1", "beats-passage"):
+        raise ValueError(f"unknown keep rule {rule!r}")
+    best: dict[str, dict] = {}
+    for s in ordered:
+        if s["item_id"] not in best or s["reward"] > best[s["item_id"]]["reward"]:
+            best[s["item_id"]] = s
+    kept = list(best.values())
+    if rule == "beats-passage":
+        if baselines is None:
+            raise ValueError("keep rule beats-passage needs passage-only baselines")
+        kept = [s for s in kept if s["reward"] > baselines[s["item_id"]]]
+    return kept
+
+
+def train(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=None) -> Policy:
+    """Run (or resume, or find finished) the RL run of `cfg` under `reports_dir`; its policy."""
+    say = say or (lambda m: print(m, file=sys.stderr))
+    fam = registry.family(cfg.task)
+    hooks = fam.rl
+    items = hooks.train_items(cfg, data_dir)
+    heldout = hooks.heldout_items(cfg, data_dir)
+    loaded = load_model(cfg.model, cfg.device, cfg.dtype)
+    rid = rl_run_id(cfg, loaded.fingerprint)
+    resolved = {"kind": "seal-rl", **cfg.model_dump(mode="json"), "item_ids": [i.id for i in items],
+                "heldout_ids": [i.id for i in heldout]}
+    with RunFolder.open(reports_dir, rid, resolved) as folder:
+        if (folder.path / "COMPLETE").exists():
+            return Policy.from_folder(folder.path, cfg)
+        say(f"SEAL RL run: {folder.path} ({cfg.rounds} round(s), {len(items)} items x k={cfg.k} x {cfg.repeats} repeats)")
+        if not (folder.path / "manifest.json").exists():
+            folder.write_manifest(build_manifest(resolved, {"base": loaded.describe()}, loaded.device))
+        fingerprint = loaded.fingerprint
+        _heldout(hooks, folder, loaded, heldout, cfg, 0, progress)
+        for r in range(1, cfg.rounds + 1):
+            rdir = folder.path / f"round_{r}"
+            rdir.mkdir(exist_ok=True)
+            if not (rdir / "policy.json").exists():
+                _round(hooks, folder, rdir, loaded, items, cfg, r, fingerprint, progress)
+            fingerprint = _apply(loaded, rdir, cfg)
+            _heldout(hooks, folder, loaded, heldout, cfg, r, progress)
+        rows = _summary_rows(folder, cfg, rid, loaded, heldout, items)
+        folder.finish(rows, run_markdown(rows))
+        return Policy.from_folder(folder.path, cfg)
+
+
+def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, parent: str, progress: bool) -> None:
+    name = rdir.name
+    engine = Engine(loaded, cfg.inner_lora, cfg.edits_per_batch)
+    start = time.perf_counter()
+    samples = folder.latest(f"{name}/samples.jsonl")
+    todo = [(i, j) for i in items for j in range(cfg.k) if f"{i.id}|{j}" not in samples]
+    for chunk in _chunks(todo, 8 * engine.k):
+        prompts = [format_prompt(engine.tokenizer, hooks.prompt(i, cfg), cfg.notes_style) for i, _ in chunk]
+        seeds = [derive_seed(cfg.seed, "rl-sample", r, i.id, j) for i, j in chunk]
+        t = time.perf_counter()
+        texts = hooks.sample(engine, prompts, seeds, cfg)
+        per = (time.perf_counter() - t) / len(chunk)
+        rows = [{"key": f"{i.id}|{j}", "item_id": i.id, "sample": j, "text": text, "generate_s": per}
+                for (i, j), text in zip(chunk, texts)]
+        folder.append(f"{name}/samples.jsonl", rows)
+        samples.update({row["key"]: row for row in rows})
+    sample_s = time.perf_counter() - start
+    rewards = folder.latest(f"{name}/rewards.jsonl")
+    by_id = {i.id: i for i in items}
+    todo = [samples[k] for k in samples if k not in rewards]
+    for chunk in _chunks(todo, max(1, engine.k // cfg.repeats)):
+        batch = [(by_id[s["item_id"]], s["text"], derive_seed(cfg.seed, "rl-reward", r, s["key"], rep))
+                 for s in chunk for rep in range(cfg.repeats)]
+        scored = hooks.reward(engine, batch, cfg)
+        rows = []
+        for n, s in enumerate(chunk):
+            mine = scored[n * cfg.repeats:(n + 1) * cfg.repeats]
+            rows.append({"key": s["key"], "item_id": s["item_id"], "sample": s["sample"], "text": s["text"],
+                         "reward": sum(m["reward"] for m in mine) / cfg.repeats,
+                         "rewards": [m["reward"] for m in mine], "details": [m.get("details") for m in mine]})
+        folder.append(f"{name}/rewards.jsonl", rows)
+        rewards.update({row["key"]: row for row in rows})
+    reward_s = time.perf_counter() - start - sample_s
+    scored = [rewards[f"{i.id}|{j}"] for i in items for j in range(cfg.k)]
+    baselines = hooks.baselines(engine, items, cfg, r) if cfg.keep == "beats-passage" else None
+    kept = select_kept(scored, baselines, cfg.keep)
+    pairs = [{"key": s["key"], "item_id": s["item_id"], "reward": s["reward"],
+              "prompt": format_prompt(engine.tokenizer, hooks.prompt(by_id[s["item_id"]], cfg), cfg.notes_style),
+              "completion": s["text"]} for s in kept]
+    engine.close()
+    write_json(rdir / "kept.json", pairs)
+    sft = _sft(loaded, rdir, pairs, cfg, r)
+    stats = {"round": r, "n_items": len(items), "n_samples": len(scored), "n_kept": len(kept),
+             "reward_all": mean_ci([s["reward"] for s in scored], cfg.seed),
+             "reward_kept": mean_ci([s["reward"] for s in kept], cfg.seed), "sft": sft,
+             "seconds": {"sample": sample_s, "reward": reward_s, "sft": sft.get("seconds", 0.0)},
+             "edits_per_second": len(scored) * cfg.repeats / max(reward_s, 1e-9)}
+    if baselines is not None:
+        stats["passage_baseline"] = mean_ci(list(baselines.values()), cfg.seed)
+    write_json(rdir / "stats.json", stats)
+    adapter = rdir / "policy_adapter.safetensors"
+    write_json(rdir / "policy.json", {"round": r, "parent_fingerprint": parent,
+                                      "fingerprint": chain_fingerprint(parent, adapter), "written": now_iso()})
+
+
+def _sft(loaded, rdir: Path, pairs: list[dict], cfg: RLConfig, r: int) -> dict:
+    """LoRA SFT of the policy on the kept pairs (loss on the completion); the adapter is saved."""
+    from safetensors.torch import save_file
+
+    engine = Engine(loaded, cfg.sft_lora, n_slots=1)
+    texts = [(p["prompt"], p["completion"]) for p in pairs if (p["completion"] or "").strip()]
+    info = {"n_pairs": len(texts)}
+    if texts:
+        stats = train_edits(engine.bank, engine.tokenizer, [EditJob(texts, cfg.sft, derive_seed(cfg.seed, "sft", r))])[0]
+        info.update(first_loss=stats.first_loss, last_loss=stats.last_loss, steps=stats.steps,
+                    seconds=stats.seconds, error=stats.error)
+    else:
+        engine.bank.B.zero_()  # nothing kept: the round leaves the policy as it was
+    state = {k: v.contiguous().cpu() for k, v in engine.bank.slot_state(0).items()}
+    save_file(state, str(rdir / "policy_adapter.safetensors"))
+    engine.close()
+    return info
+
+
+def _apply(loaded, rdir: Path, cfg: RLConfig) -> str:
+    """Merge a finished round's adapter into the weights (the same tensors give the same weights)."""
+    from safetensors.torch import load_file
+
+    policy = json.loads((rdir / "policy.json").read_text())
+    engine = Engine(loaded, cfg.sft_lora, n_slots=1)
+    engine.bank.load_slot_state(0, load_file(str(rdir / "policy_adapter.safetensors")))
+    engine.bank.merge_into_base(0)
+    engine.close()
+    loaded.fingerprint = policy["fingerprint"]
+    return policy["fingerprint"]
+
+
+def _heldout(hooks, folder, loaded, heldout: list, cfg: RLConfig, r: int, progress: bool) -> None:
+    """Score the current policy on the held-out items (families that have them)."""
+    if not heldout:
+        return
+    name = f"round_{r}/heldout.jsonl"
+    (folder.path / f"round_{r}").mkdir(exist_ok=True)
+    done = folder.latest(name)
+    todo = [i for i in heldout if i.id not in done]
+    if todo:
+        engine = Engine(loaded, cfg.inner_lora, cfg.edits_per_batch)
+        for chunk in _chunks(todo, engine.k):
+            folder.append(name, hooks.heldout(engine, chunk, cfg))
+        engine.close()
+
+
+def _summary_rows(folder, cfg: RLConfig, rid: str, loaded, heldout: list, items: list) -> list[dict]:
+    common = dict(run_id=rid, task=cfg.task, protocol="rl", model=loaded.name.split("+")[0],
+                  model_fingerprint=json.loads((folder.path / "manifest.json").read_text())["models"]["base"]["fingerprint"],
+                  contender="seal", grader="exact-grid" if cfg.family == "arc" else cfg.grader,
+                  device=json.loads((folder.path / "manifest.json").read_text()).get("device_name", ""),
+                  seed=cfg.seed, written=now_iso())
+    train_set = eval_set_id("rl-train", [i.id for i in items])
+    rows = []
+    for r in range(1, cfg.rounds + 1):
+        st = json.loads((folder.path / f"round_{r}" / "stats.json").read_text())
+        for metric in ("reward_all", "reward_kept"):
+            s = st[metric]
+            rows.append(make_row(**common, eval_set=train_set, metric=metric, at=f"round={r}", value=s["mean"],
+                                 ci_low=s["ci_low"], ci_high=s["ci_high"], n=s["n"], unit="edits"))
+    if heldout:
+        held_set = eval_set_id("seal-eval", [i.id for i in heldout])
+        acc = {r: {x["key"]: x["accuracy"] for x in folder.rows(f"round_{r}/heldout.jsonl")}
+               for r in range(cfg.rounds + 1)}
+        for r in range(cfg.rounds + 1):
+            s = mean_ci(list(acc[r].values()), cfg.seed)
+            rows.append(make_row(**common, eval_set=held_set, metric="heldout_accuracy", at=f"round={r}",
+                                 value=s["mean"], ci_low=s["ci_low"], ci_high=s["ci_high"], n=s["n"], unit="passages"))
+            if r:
+                ids = sorted(set(acc[r]) & set(acc[0]))
+                d = paired_difference([acc[r][i] for i in ids], [acc[0][i] for i in ids], cfg.seed)
+                rows.append(make_row(**common, eval_set=held_set, metric="heldout_diff", at=f"round={r}",
+                                     vs="round=0", value=d["mean"], ci_low=d["ci_low"], ci_high=d["ci_high"],
+                                     p_value=d["p_value"], n=d["n"], unit="passages"))
+    return rows
+
+
+def _chunks(xs: list, n: int) -> list[list]:
+    return [xs[i:i + n] for i in range(0, len(xs), max(1, n))]

@@ -1,0 +1,94 @@
+"""A SEAL policy as an artifact: a finished RL run folder, and how a run finds or loads it.
+
+The policy after round r is the base model with the SFT adapters of rounds 1..r merged in turn.
+Its fingerprint chains the base fingerprint with each round's adapter digest, so a run that uses
+the policy records exactly which weights wrote its self-edits. A run never trains a policy: it
+asks `ensure_policy` before it starts, which returns the finished RL run with the same config from
+the reports dir, or trains it there first (resumable, rl/loop.py).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import RLConfig, RunConfig
+from ..families.base import stable_hash
+
+
+@dataclass
+class Policy:
+    folder: Path
+    config: RLConfig
+    fingerprint: str
+    rounds: list[dict]          # each round's policy.json
+
+    @classmethod
+    def from_folder(cls, folder: Path, config: RLConfig) -> "Policy":
+        rounds = [json.loads((folder / f"round_{r}" / "policy.json").read_text())
+                  for r in range(1, config.rounds + 1)]
+        return cls(folder, config, rounds[-1]["fingerprint"], rounds)
+
+    def load(self, device: str | None = None, dtype: str | None = None):
+        """A fresh copy of the base model with every round's adapter merged (on `device`)."""
+        from safetensors.torch import load_file
+
+        from ..engine.lora import AdapterBank
+        from ..engine.models import load_model
+
+        loaded = load_model(self.config.model, device or self.config.device, dtype or self.config.dtype)
+        for r in range(1, len(self.rounds) + 1):
+            bank = AdapterBank(loaded.model, 1, self.config.sft_lora)
+            bank.load_slot_state(0, load_file(str(self.folder / f"round_{r}" / "policy_adapter.safetensors")))
+            bank.merge_into_base(0)
+            bank.remove()
+        loaded.fingerprint = self.fingerprint
+        loaded.name = f"{loaded.name}+seal-r{len(self.rounds)}"
+        return loaded
+
+    def describe(self) -> dict:
+        return {"rl_run": self.folder.name, "fingerprint": self.fingerprint, "rounds": len(self.rounds),
+                "rl_config": self.config.identity()}
+
+    def table(self) -> str:
+        path = self.folder / "summary.md"
+        return path.read_text() if path.exists() else ""
+
+
+def chain_fingerprint(parent: str, adapter_file: Path) -> str:
+    digest = hashlib.sha256(adapter_file.read_bytes()).hexdigest()
+    return hashlib.sha256((parent + digest).encode()).hexdigest()[:16]
+
+
+def rl_run_id(config: RLConfig, base_fingerprint: str) -> str:
+    model = Path(str(config.model)).name.replace(".gguf", "")
+    family = "arc" if config.family == "arc" else "squad"
+    return f"seal-rl-{family}-{model}-{stable_hash({'config': config.identity(), 'model': base_fingerprint}, 10)}".lower()
+
+
+def policy_config(run: RunConfig, contender) -> RLConfig:
+    """The RL config a run's policy contender uses: the RL preset (`contender.policy`, else the run's
+    --seal-preset, else `cpu`) with the run's model, seed, device, dtype, grader and prompt styles,
+    and for ARC the run's TTT settings and the contender's sampling settings."""
+    from ..registry import rl_preset
+
+    preset = contender.policy or run.seal_preset or "cpu"
+    shared = dict(task=run.task, model=run.model, seed=run.seed, device=run.device, dtype=run.dtype,
+                  grader=run.grader, notes_style=run.notes_style, answer_style=run.answer_style,
+                  max_answer_tokens=run.max_answer_tokens, edits_per_batch=run.edits_per_batch)
+    if run.family == "arc":
+        r = run.resolve()
+        shared.update(edit_format=run.edit_format, mini_rules=run.mini_rules, mini_size=run.mini_size,
+                      ttt=r.ttt.model_dump(), inner_lora=run.lora_settings().model_dump(), keep="all-correct",
+                      temperature=contender.temperature, top_p=contender.top_p,
+                      max_new_tokens=r.notes_max_tokens or contender.max_new_tokens, k=r.k or contender.k,
+                      train_tasks=run.rl_tasks, n_items=run.rl_n_tasks)
+    return rl_preset(preset, **shared)
+
+
+def ensure_policy(config: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=None) -> Policy:
+    """The finished policy for `config` from `reports_dir`, training it first when needed."""
+    from .loop import train
+
+    return train(config, reports_dir, data_dir, progress, say)

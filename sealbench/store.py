@@ -1,0 +1,276 @@
+"""Run folders and the unit cache: one writer per folder, atomic files, rows that survive a kill.
+
+    reports/<run-id>/
+        config.json     the resolved config the run id is hashed from
+        manifest.json   config, seed, versions, model fingerprint and license, device, threads, git
+        results.jsonl   one row per finished unit (append-only, fsynced; the newest row of a key wins)
+        self_edits.jsonl  every generated or fetched self-edit
+        summary.jsonl / summary.csv / summary.md   the results table (report/results.py)
+        COMPLETE        written last, once every planned unit has a row
+
+A folder is created only once its run can start (the model loaded), so a failed start leaves
+nothing behind. A run holds the folder's lock (`filelock`) while it writes; a second process names
+the holder and stops. Temporary files have unique names and stale ones are swept. A torn last line
+(a kill mid-write) is skipped on read and cut off before the next append; a corrupt line anywhere
+else is reported with its file and line (or moved aside with `quarantine=True`). Readers never write.
+
+Unit rows are keyed by content (families/base.py), so a new run reuses every finished row with the
+same key from any run folder under the reports dir, and records where it came from (`reused_from`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+RESULTS, SELF_EDITS, COMPLETE = "results.jsonl", "self_edits.jsonl", "COMPLETE"
+
+
+class StoreError(RuntimeError):
+    """A run folder that cannot be used (locked, corrupt, not writable); one line with the fix."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a uniquely named temp file in the same folder + rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def read_rows(path: Path, quarantine: bool = False) -> list[dict]:
+    """Rows of a JSONL file. A torn final line is skipped; a corrupt line elsewhere raises
+    StoreError naming the file and line, or (quarantine=True) is moved to `<file>.corrupt`."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    torn = lines.pop() if lines else b""  # after the last newline: empty, or a torn write
+    rows, bad = [], []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            if not quarantine:
+                raise StoreError(f"{path}:{n} is not a valid row ({err}); re-run with --quarantine-corrupt "
+                                 "to move it aside (its unit is then recomputed)") from None
+            bad.append(line)
+    if bad:
+        with open(path.with_name(path.name + ".corrupt"), "ab") as f:
+            f.write(b"\n".join(bad) + b"\n")
+        good = b"".join(json.dumps(r, default=str).encode() + b"\n" for r in rows)
+        write_atomic(path, good.decode() + (torn.decode(errors="replace") if torn else ""))
+    return rows
+
+
+class RunFolder:
+    """One run's folder, open for writing (locked) — see the module docstring."""
+
+    def __init__(self, path: Path, quarantine: bool = False):
+        self.path = Path(path)
+        self.quarantine = quarantine
+        self._lock: FileLock | None = None
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, reports_dir: str | Path, run_id: str, config: dict, quarantine: bool = False) -> "RunFolder":
+        """Create (or reopen) and lock `reports_dir/run_id`. Raises StoreError when another
+        process holds it, when it holds another config, or when it cannot be written."""
+        root = Path(reports_dir)
+        if root.exists() and not root.is_dir():
+            raise StoreError(f"--reports-dir {root} is a file, not a folder; pass a folder")
+        folder = cls(root / run_id, quarantine)
+        try:
+            folder.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create run folder {folder.path}: {err.strerror}") from None
+        folder._acquire()
+        try:
+            cfg_path = folder.path / "config.json"
+            if cfg_path.exists():
+                if json.loads(cfg_path.read_text()) != json.loads(json.dumps(config, default=str)):
+                    raise StoreError(f"{folder.path} holds a run of another config; refusing to mix them")
+            else:
+                write_json(cfg_path, config)
+            folder._sweep()
+        except BaseException:
+            folder.close()
+            raise
+        return folder
+
+    def _acquire(self) -> None:
+        lock_path = self.path / ".lock"
+        self._lock = FileLock(lock_path, timeout=0)
+        try:
+            self._lock.acquire()
+        except Timeout:
+            holder = _read_holder(self.path / ".lock.json")
+            self._lock = None
+            raise StoreError(f"{self.path} is in use by {holder}; wait for that run to finish (or stop it), "
+                             "then run again") from None
+        write_json(self.path / ".lock.json", {"pid": os.getpid(), "host": socket.gethostname(),
+                                              "started": now_iso(), "command": " ".join(sys.argv)})
+
+    def close(self) -> None:
+        if self._lock is not None:
+            (self.path / ".lock.json").unlink(missing_ok=True)
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _sweep(self) -> None:
+        """Remove temp files left by killed writers; cut torn last lines before appending."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
+        for jsonl in self.path.glob("*.jsonl"):
+            data = jsonl.read_bytes()
+            if data and not data.endswith(b"\n"):
+                with open(jsonl, "rb+") as f:
+                    f.truncate(data.rfind(b"\n") + 1)
+
+    # ------------------------------------------------------------------ rows
+    def append(self, name: str, rows: list[dict]) -> None:
+        """Append rows and fsync before returning: a kill never loses a row that was appended."""
+        if not rows:
+            return
+        (self.path / COMPLETE).unlink(missing_ok=True)  # new rows: the summary is stale
+        with open(self.path / name, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def rows(self, name: str) -> list[dict]:
+        return read_rows(self.path / name, self.quarantine)
+
+    def latest(self, name: str) -> dict[str, dict]:
+        """The newest row of each key (a retried unit supersedes its failure)."""
+        return {r["key"]: r for r in self.rows(name)}
+
+    def write_manifest(self, manifest: dict) -> None:
+        write_json(self.path / "manifest.json", manifest)
+
+    def finish(self, rows: list[dict], markdown: str) -> None:
+        """Write the results table files, then COMPLETE last (a kill in between leaves none)."""
+        from .report.results import csv_text, jsonl_text
+
+        (self.path / COMPLETE).unlink(missing_ok=True)
+        write_atomic(self.path / "summary.jsonl", jsonl_text(rows))
+        write_atomic(self.path / "summary.csv", csv_text(rows))
+        write_atomic(self.path / "summary.md", markdown)
+        write_atomic(self.path / COMPLETE, now_iso() + "\n")
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        h = json.loads(path.read_text())
+        return f"pid {h['pid']} on {h['host']} since {h['started']} ({h['command'][:80]})"
+    except (OSError, ValueError, KeyError):
+        return "another process"
+
+
+def cached_rows(reports_dir: str | Path, name: str, exclude: Path | None = None) -> dict[str, tuple[str, dict]]:
+    """key -> (run id, row) of every successful row in `name` of every run folder under
+    `reports_dir` (any depth), newest file last. Read-only; unreadable folders are skipped."""
+    out: dict[str, tuple[str, dict]] = {}
+    root = Path(reports_dir)
+    if not root.is_dir():
+        return out
+    files = sorted(root.rglob(name), key=lambda p: p.stat().st_mtime)
+    for path in files:
+        if exclude is not None and path.parent == exclude:
+            continue
+        try:
+            rows = read_rows(path)
+        except (StoreError, OSError):
+            continue
+        for r in rows:
+            if r.get("status", "ok") == "ok" and not r.get("error") and "key" in r:
+                out[r["key"]] = (path.parent.name, r)
+    return out
+
+
+# ----------------------------------------------------------------------------------- manifest
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("sealbench", "torch", "transformers", "numpy", "pydantic", "pandas", "scipy", "lm_eval", "ray"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"cpu: {line.split(':', 1)[1].strip()} x{os.cpu_count()}"
+    except OSError:
+        pass
+    return f"cpu: {platform.processor() or platform.machine()} x{os.cpu_count()}"
+
+
+def git_commit() -> str | None:
+    here = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return (out.stdout.strip() + ("+dirty" if dirty else "")) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_load() -> dict:
+    import torch
+
+    try:
+        load = round(os.getloadavg()[0], 2)
+    except OSError:
+        load = None
+    return {"torch_threads": torch.get_num_threads(), "loadavg_1m": load, "cpu_count": os.cpu_count()}
+
+
+def build_manifest(config: dict, models: dict, device: str, extra: dict | None = None) -> dict:
+    """Everything needed to say what produced a run's numbers."""
+    return {"config": config, "seed": config.get("seed"), "models": models, "device": device,
+            "device_name": device_name(device), "versions": package_versions(), "git_commit": git_commit(),
+            "command": " ".join(sys.argv), "machine": machine_load(), "hostname": platform.node(),
+            "started": now_iso(), "unix_time": time.time(), **(extra or {})}
+

@@ -1,0 +1,215 @@
+"""The batched inner loop (sealbench/engine): K adapters trained together are K adapters trained
+alone, finished edits stop changing, base weights never change, batched answers are per-row
+answers, one bad edit fails alone, and the arithmetic equals PEFT + torch.optim.AdamW.
+Tiny random model, fp32, CPU."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from sealbench.config import LoRASettings, TrainSettings
+from sealbench.engine.generate import GenRequest, generate, row_uniforms
+from sealbench.engine.inner_loop import Engine
+from sealbench.engine.lora import AdapterBank
+from sealbench.engine.train import EditJob, train_edits
+
+LORA = LoRASettings(r=4, alpha=8)
+TEXTS = [
+    ["Zorbian glass\nfact one is here", "Zorbian glass\nanother much longer fact about the glass and its panes",
+     "Zorbian glass\nshort"],
+    ["Quillon river\nsome text", "Quillon river\nmore text that is quite a bit longer than the other lines here"],
+    ["X\none", "X\ntwo", "X\nthree", "X\nfour", "X\nfive"],
+    ["Y\na single line only"],
+]
+SETTINGS = [  # each edit its own semantics: epochs, lr, batch size, accumulation, schedule, clipping
+    TrainSettings(learning_rate=1e-3, epochs=2),
+    TrainSettings(learning_rate=5e-4, epochs=2, batch_size=2),
+    TrainSettings(learning_rate=1e-3, epochs=4, lr_schedule="cosine", warmup_steps=2, max_grad_norm=0.5),
+    TrainSettings(learning_rate=2e-3, epochs=1, grad_accum_steps=2, weight_decay=0.01),
+]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """With 2 threads a small matmul splits its reduction by shape, so a row's rounding depends on
+    what else is in the batch; one thread makes the comparisons below a test of the algorithm."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def bank(tiny):
+    b = AdapterBank(tiny.model, 4, LORA)
+    yield b
+    b.remove()
+
+
+def _jobs():
+    return [EditJob(t, s, seed=100 + i) for i, (t, s) in enumerate(zip(TEXTS, SETTINGS))]
+
+
+def _state(bank, slot):
+    return {k: v.clone() for k, v in bank.slot_state(slot).items()}
+
+
+def test_k_edits_together_equal_each_alone(tiny, bank):
+    together = train_edits(bank, tiny.tokenizer, _jobs())
+    states = [_state(bank, s) for s in range(4)]
+    for i, job in enumerate(_jobs()):
+        alone = train_edits(bank, tiny.tokenizer, [job])[0]
+        mine = _state(bank, 0)
+        for name in ("A", "B"):
+            assert torch.allclose(states[i][name], mine[name], atol=1e-5, rtol=0), (i, name)
+        assert together[i].steps == alone.steps > 0
+        assert abs(together[i].first_loss - alone.first_loss) < 1e-5
+        assert abs(together[i].last_loss - alone.last_loss) < 1e-5
+        assert all(abs(a - b) < 1e-5 for a, b in zip(together[i].epoch_losses, alone.epoch_losses))
+        assert states[i]["B"].abs().max() > 0  # it trained
+
+
+def test_steps_follow_each_edits_own_schedule(tiny, bank):
+    stats = train_edits(bank, tiny.tokenizer, _jobs())
+    # 3 seqs x 2 epochs; ceil(2/2)=1 x 2; 5 x 4; ceil(ceil(1/1)/2)=1 x 1
+    assert [s.steps for s in stats] == [6, 2, 20, 1]
+    assert [s.n_sequences for s in stats] == [3, 2, 5, 1]
+    assert [len(s.epoch_losses) for s in stats] == [2, 2, 4, 1]
+
+
+def test_a_finished_edit_stops_changing(tiny, bank):
+    snapshots = {}
+    jobs = _jobs()
+    short_micro_steps = 1  # edit 3: one sequence, one epoch
+
+    def progress(done, total):
+        snapshots[done] = _state(bank, 3)
+    train_edits(bank, tiny.tokenizer, jobs, progress=progress)
+    final = _state(bank, 3)
+    after = [snapshots[t] for t in sorted(snapshots) if t >= short_micro_steps]
+    assert len(after) > 5
+    for snap in after:
+        assert torch.equal(snap["A"], final["A"]) and torch.equal(snap["B"], final["B"])
+
+
+def test_base_weights_are_bit_identical_after_a_batch(tiny, bank):
+    before = {n: p.detach().clone() for n, p in tiny.model.named_parameters()
+              if not n.endswith((".A", ".B")) and "lora" not in n}
+    train_edits(bank, tiny.tokenizer, _jobs())
+    generate(tiny.model, tiny.tokenizer, [GenRequest("X\n", slot=0, max_new_tokens=3)], bank)
+    after = dict(tiny.model.named_parameters())
+    assert before and all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_batched_answers_equal_answers_one_at_a_time(tiny, bank):
+    train_edits(bank, tiny.tokenizer, _jobs())
+    reqs = [GenRequest("Zorbian glass\nfact", slot=0, max_new_tokens=6),
+            GenRequest("Quillon river\nsome", slot=1, max_new_tokens=6),
+            GenRequest("X\n", slot=None, max_new_tokens=5),
+            GenRequest("Zorbian glass\nanother", slot=0, max_new_tokens=4, temperature=1.0, top_p=0.9, seed=3),
+            GenRequest("X\nt", slot=2, max_new_tokens=6, temperature=0.7, seed=11),
+            GenRequest("Y\na", slot=3, max_new_tokens=3)]
+    together = generate(tiny.model, tiny.tokenizer, reqs, bank)
+    alone = [generate(tiny.model, tiny.tokenizer, [r], bank)[0] for r in reqs]
+    assert together == alone
+    assert together[2] == generate(tiny.model, tiny.tokenizer, [reqs[2]])[0]  # slot None = no bank at all
+
+
+def test_sampling_noise_depends_only_on_seed_and_step():
+    a = row_uniforms(torch.tensor([5, 9]), 3, 50)
+    b = row_uniforms(torch.tensor([9]), 3, 50)
+    assert torch.equal(a[1], b[0]) and not torch.equal(a[0], a[1])
+    assert 0 < float(a.min()) and float(a.max()) < 1
+    assert not torch.equal(row_uniforms(torch.tensor([9]), 4, 50), b)
+
+
+def test_a_nan_loss_fails_only_that_edit(tiny, bank):
+    jobs = _jobs()
+    bad = TrainSettings.model_construct(**{**SETTINGS[2].model_dump(), "learning_rate": 1e30})
+    jobs[2] = EditJob(jobs[2].texts, bad, jobs[2].seed)
+    stats = train_edits(bank, tiny.tokenizer, jobs)
+    assert stats[2].error and "loss became" in stats[2].error
+    assert [s.error for i, s in enumerate(stats) if i != 2] == [None, None, None]
+    good = _state(bank, 0)
+    alone = train_edits(bank, tiny.tokenizer, [_jobs()[0]])
+    assert alone[0].error is None
+    assert torch.allclose(good["B"], _state(bank, 0)["B"], atol=1e-5, rtol=0)
+
+
+def test_an_edit_without_sequences_fails_alone(tiny, bank):
+    jobs = _jobs()[:2] + [EditJob([], SETTINGS[0], 1)]
+    stats = train_edits(bank, tiny.tokenizer, jobs)
+    assert stats[2].error.startswith("nothing to train on") and stats[0].error is None
+
+
+def test_one_adapter_equals_peft_with_torch_adamw(tiny):
+    """K=1 of the engine is the textbook inner loop: PEFT LoRA (same init) + torch.optim.AdamW."""
+    peft = pytest.importorskip("peft")
+    import copy
+
+    from sealbench.engine.train import encode, schedule
+
+    job = EditJob(TEXTS[0], TrainSettings(learning_rate=1e-3, epochs=2, max_grad_norm=1.0), seed=7)
+    bank = AdapterBank(tiny.model, 1, LORA)
+    bank.reset(0, job.seed)
+    init = _state(bank, 0)
+    stats = train_edits(bank, tiny.tokenizer, [job])[0]
+    ours = _state(bank, 0)
+    bank.remove()
+    model = peft.get_peft_model(copy.deepcopy(tiny.model), peft.LoraConfig(r=4, lora_alpha=8, target_modules=list(LORA.targets)))
+    layers = [m for m in model.modules() if hasattr(m, "lora_A") and "default" in m.lora_A]
+    bank2 = AdapterBank(copy.deepcopy(tiny.model), 1, LORA)  # only for the offsets of the flat layout
+    with torch.no_grad():
+        for i, layer in enumerate(layers):
+            a0, a1 = bank2.a_offsets[i], bank2.a_offsets[i + 1]
+            d_in, _ = bank2.shapes[i]
+            layer.lora_A["default"].weight.copy_(init["A"][a0:a1].view(d_in, 4).T)
+            layer.lora_B["default"].weight.zero_()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    seqs = encode(tiny.tokenizer, job.texts, 2048)
+    losses = []
+    for micro in schedule(len(seqs), job.settings, job.seed)[0]:
+        ids, n_ctx = seqs[micro.indices[0]]
+        x = torch.tensor([ids])
+        loss = model(input_ids=x, labels=x).loss
+        loss.backward()
+        losses.append(loss.item())
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+    assert math.isclose(losses[0], stats.first_loss, abs_tol=1e-5)
+    assert math.isclose(losses[-1], stats.last_loss, abs_tol=1e-5)
+    for i, layer in enumerate(layers):
+        b0, b1 = bank2.b_offsets[i], bank2.b_offsets[i + 1]
+        _, d_out = bank2.shapes[i]
+        theirs = layer.lora_B["default"].weight.detach().T.reshape(-1)
+        assert torch.allclose(ours["B"][b0:b1], theirs, atol=1e-5), i
+    bank2.remove()
+
+
+def test_history_folding_equals_merging_into_the_weights(tiny):
+    """Continual: a slot's folded history computes what merging its adapter into W computes."""
+    import copy
+
+    merged = copy.deepcopy(tiny)
+    engine = Engine(tiny, LORA, n_slots=2)
+    engine.train([EditJob(TEXTS[1], SETTINGS[0], 1), EditJob(TEXTS[2], SETTINGS[0], 2)])
+    state = engine.bank.slot_state(1)
+    engine.bank.fold_into_history()
+    prompt = [GenRequest("X\nt", slot=1, max_new_tokens=6)]
+    folded = engine.generate(prompt)
+    engine.close()
+    other = AdapterBank(merged.model, 1, LORA)
+    other.load_slot_state(0, state)
+    other.merge_into_base(0)
+    other.remove()
+    assert folded == generate(merged.model, merged.tokenizer, [GenRequest("X\nt", max_new_tokens=6)])
+
+
+def test_engine_rejects_more_edits_than_slots(tiny):
+    with Engine(tiny, LORA, n_slots=2) as engine:
+        with pytest.raises(ValueError, match="do not fit 2 adapter slots"):
+            engine.train([EditJob(t, SETTINGS[0], 0) for t in TEXTS[:3]])
