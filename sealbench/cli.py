@@ -27,7 +27,12 @@ from .config import ConfigError, RLConfig, RunConfig, validate
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse that answers an unknown flag with the closest known ones and the usage."""
+    """argparse that answers an unknown flag with the closest known ones and the usage, and never
+    takes a prefix for a flag (`--epoch` is an error, not --epochs)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         if "unrecognized arguments" in message:
@@ -107,9 +112,8 @@ def cmd_run(args) -> int:
                 for i, j in enumerate(jobs)]
     else:
         jobs = [validate(RunConfig, given, "sealbench run")]
-    threads = set_threads(jobs[0].threads)
+    set_threads(jobs[0].threads)
     say = _say(args)
-    say(f"{len(jobs)} job(s); {threads} torch thread(s) (--threads {jobs[0].threads})")
     failed = 0
     for i, job in enumerate(jobs, 1):
         if len(jobs) > 1:
@@ -270,7 +274,12 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command not in ("compare", "leaderboard", "migrate"):
+        # Report an unknown flag against the subcommand's own flags and usage.
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except user_errors() as err:

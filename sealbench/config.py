@@ -172,10 +172,11 @@ class RunConfig(Settings):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="fp32 on CPU, bf16 on GPU")
     threads: str = Field("auto", pattern=r"^(auto|[1-9]\d{0,3})$", description="torch CPU threads (auto: by CPU count)")
     edits_per_batch: int | None = Field(None, ge=1, le=4096, description="K edits trained at once (auto: by memory)")
-    gen_batch_size: int = Field(64, ge=1, le=8192, description="rows per generation batch")
+    gen_batch_size: int | None = Field(None, ge=1, le=65536, description="rows per generation batch (auto: 32 CPU, 1024 GPU)")
     data_dir: str | None = Field(None, description="folder with squad/, notes/, arc/ (else $SEALBENCH_DATA_DIR)")
     reports_dir: str = Field("reports", min_length=1, description="where run folders are written")
     allow_failures: bool = Field(False, description="exit 0 even when units failed")
+    quarantine_corrupt: bool = Field(False, description="move corrupt rows aside (their units are recomputed)")
 
 
     @property
@@ -248,9 +249,10 @@ class RunConfig(Settings):
 
     def identity(self) -> dict:
         """The settings that decide numbers (hashed into the run id): machine settings dropped."""
-        drop = {"threads", "edits_per_batch", "gen_batch_size", "data_dir", "reports_dir", "allow_failures"}
+        drop = {"threads", "edits_per_batch", "gen_batch_size", "data_dir", "reports_dir", "allow_failures",
+                "quarantine_corrupt"}
         data = self.resolve().model_dump(mode="json", exclude=drop)
-        data["device"] = "cuda" if data["device"].startswith("cuda") else data["device"]
+        data["device"], data["dtype"] = device_kind(data["device"], data["dtype"])
         return data
 
 
@@ -353,8 +355,25 @@ class RLConfig(Settings):
 
     def identity(self) -> dict:
         data = self.model_dump(mode="json", exclude={"edits_per_batch"})
-        data["device"] = "cuda" if data["device"].startswith("cuda") else data["device"]
+        data["device"], data["dtype"] = device_kind(data["device"], data["dtype"])
         return data
+
+
+def device_kind(device: str, dtype: str) -> tuple[str, str]:
+    """What decides numbers of a device setting: cpu or cuda (not which card), and the dtype that
+    `auto` resolves to there (fp32 on a CPU, bf16 on a GPU that has it; engine/models.py)."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    if dtype == "auto":
+        dtype = "float32"
+        if kind == "cuda":
+            import torch
+
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return kind, dtype
 
 
 # ------------------------------------------------------------------------------------ reading

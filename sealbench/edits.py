@@ -35,10 +35,13 @@ class Pending:
     key: str = ""
 
 
-def edit_key(contender: ContenderSpec, item, index: int, source_id: str, prompt: str, seed: int) -> str:
-    sampling = contender.model_dump(include={"temperature", "top_p", "max_new_tokens", "prompt", "edits"})
+def edit_key(contender: ContenderSpec, item, index: int, source_id: str, prompt: str, config) -> str:
+    """The content key of one self-edit (see the module docstring)."""
+    sampling = contender.model_dump(include={"temperature", "top_p", "prompt", "edits"})
+    sampling["max_new_tokens"] = config.notes_max_tokens or contender.max_new_tokens
+    sampling["format"] = config.edit_format  # ARC: free JSON or guided choices sample differently
     return stable_hash({"source": source_id, "prompt": prompt, "sampling": sampling, "item": item.digest,
-                        "index": index, "seed": seed})
+                        "index": index, "seed": config.seed})
 
 
 class EditSources:
@@ -52,6 +55,13 @@ class EditSources:
         self.family, self.config, self.fingerprints, self.engines = family, config, fingerprints, engines
         self.data_dir = data_dir
         self._files: dict[str, tuple[str, dict]] = {}
+
+    def check(self, contenders: list[ContenderSpec]) -> None:
+        """Read every notes file now: a missing or malformed file stops the run before it starts
+        (EditSourceError, one line); a passage missing from a good file fails only its units."""
+        for c in contenders:
+            if c.edits == "file":
+                self._file(c)
 
     # ------------------------------------------------------------------ identity
     def source_id(self, c: ContenderSpec) -> str:
@@ -80,8 +90,7 @@ class EditSources:
             prompt = self.family.edit_prompt(p.contender, p.item)
             if p.contender.edits in ("self", "policy"):
                 prompt = f"[{self.config.notes_style}]{prompt}"
-            p.key = edit_key(p.contender, p.item, p.ref.index, self.source_id(p.contender), prompt,
-                             self.config.seed)
+            p.key = edit_key(p.contender, p.item, p.ref.index, self.source_id(p.contender), prompt, self.config)
         return p.key
 
     # ------------------------------------------------------------------ producing

@@ -25,7 +25,7 @@ from . import registry
 from .config import RunConfig
 from .edits import EditSources, Pending
 from .engine.inner_loop import Engine
-from .engine.models import fingerprint_of, load_model, resolve
+from .engine.models import load_model
 from .families.base import stable_hash
 from .report.results import run_markdown
 from .store import RESULTS, SELF_EDITS, RunFolder, build_manifest, cached_rows, machine_load, now_iso
@@ -54,61 +54,116 @@ def run_id(config: RunConfig, contenders: list, eval_set: str, fingerprint: str)
     return f"{config.task.replace('_', '-')}{proto}-{model}-{stable_hash(ident, 10)}".lower()
 
 
+@dataclass
+class Prepared:
+    """A validated run before any model loads: what `run` and `--dry-run` both start from."""
+    config: RunConfig            # resolved
+    family: object
+    items: list
+    eval_set: str
+    contenders: list
+    grader: object
+    rl_configs: dict             # policy contender name -> RLConfig
+
+
+def prepare(config: RunConfig) -> Prepared:
+    """Resolve and check everything a user can get wrong, before a model loads or a folder
+    appears: the task, the data, the contenders (run-wide --k applied), the grader, the RL
+    presets of policy contenders, the reports dir and the notes files. Raises one-line errors."""
+    cfg = config.resolve()
+    fam = registry.family(cfg.task)
+    items, eval_set = fam.load_items(cfg)
+    contenders = []
+    for name in dict.fromkeys(cfg.contenders):
+        c = registry.load_contender(name, fam.name)
+        if cfg.k is not None and c.edits in ("self", "file", "endpoint", "policy"):
+            c = c.updated(k=cfg.k)  # --k: self-edits per item of every note-writing contender
+        contenders.append(c)
+    grader = _grader(cfg)
+    rl_configs = {}
+    if any(c.edits == "policy" for c in contenders) and not cfg.policy_model:
+        from .rl import policy_config
+
+        rl_configs = {c.name: policy_config(cfg, c) for c in contenders if c.edits == "policy"}
+    reports = Path(cfg.reports_dir)
+    if reports.exists() and not reports.is_dir():
+        raise RunError(f"--reports-dir {reports} is a file, not a folder; pass a folder")
+    EditSources(fam, cfg, {}, {}, cfg.data_dir).check(contenders)
+    return Prepared(cfg, fam, items, eval_set, contenders, grader, rl_configs)
+
+
 def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunResult:
     """Run (or resume) one run; returns its results. Raises RunError / ConfigError / DataError /
     ModelLoadError / StoreError with one line for problems a user can fix."""
     say = say or (lambda msg: print(msg, file=sys.stderr))
-    cfg = config.resolve()
-    fam = registry.family(cfg.task)
-    items, eval_set = fam.load_items(cfg)
-    contenders = [registry.load_contender(n, fam.name) for n in dict.fromkeys(cfg.contenders)]
-    grader = _grader(cfg)
+    p = prepare(config)
+    cfg = p.config
     base_loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype)
-    fingerprints = {"base": base_loaded.fingerprint}
-    policies = {}
-    for c in contenders:
-        if c.edits == "policy":
-            from .rl import ensure_policy, policy_config
-
-            policies[c.name] = ensure_policy(policy_config(cfg, c), cfg.reports_dir, cfg.data_dir, progress, say)
-            fingerprints["policy:" + c.name] = policies[c.name].fingerprint
+    policies = _policies(p, progress, say)
+    fingerprints = {"base": base_loaded.fingerprint, **{f"policy:{n}": q.fingerprint for n, q in policies.items()}}
     engines: dict = {"base": lambda: Engine(base_loaded, cfg.lora_settings(), cfg.edits_per_batch, cfg.gen_batch_size)}
     for name, policy in policies.items():
-        engines["policy:" + name] = (lambda p=policy: Engine(p.load(cfg.device, cfg.dtype), cfg.lora_settings(),
+        engines["policy:" + name] = (lambda q=policy: Engine(q.load(cfg.device, cfg.dtype), cfg.lora_settings(),
                                                            cfg.edits_per_batch, cfg.gen_batch_size))
-    sources = EditSources(fam, cfg, fingerprints, engines, cfg.data_dir)
-    plan = fam.plan(cfg, contenders, items, sources, fingerprints)
-    rid = run_id(cfg, contenders, eval_set, base_loaded.fingerprint)
-    resolved = {**cfg.model_dump(mode="json"), "contender_specs": [c.model_dump(mode="json") for c in contenders],
-                "eval_set": eval_set, "item_ids": [getattr(i, "id", "") for i in items],
-                "policies": {n: p.describe() for n, p in policies.items()}}
-    with RunFolder.open(cfg.reports_dir, rid, resolved) as folder:
-        if not (folder.path / "manifest.json").exists():
-            models = {"base": base_loaded.describe(), **{f"policy:{n}": p.describe() for n, p in policies.items()}}
-            folder.write_manifest(build_manifest(resolved, models, base_loaded.device))
-        done = {k: r for k, r in folder.latest(RESULTS).items() if r["status"] == "ok"}
-        reused = _reuse(folder, plan, done, cfg.reports_dir)
-        pending = [u for u in plan if u.key not in done]
-        say(f"run folder: {folder.path}  ({len(plan)} units: {len(plan) - len(pending) - len(reused)} done here, "
-            f"{len(reused)} reused from other runs, {len(pending)} to compute)")
-        if pending:
-            edits = _edits(folder, pending, sources, cfg.reports_dir)
-            _compute(fam, folder, pending, edits, engines, cfg, grader, policies, progress)
-        latest = folder.latest(RESULTS)
-        rows_by_key = {u.key: latest[u.key] for u in plan if u.key in latest}
-        common = {"run_id": rid, "task": cfg.task, "protocol": cfg.protocol, "model": base_loaded.name,
-                  "model_fingerprint": base_loaded.fingerprint, "grader": _grader_name(cfg), "eval_set": eval_set,
-                  "device": _device_name(folder), "seed": cfg.seed, "written": now_iso()}
-        table = fam.summarize(cfg, plan, rows_by_key, common)
-        markdown = run_markdown(table) if table else ""
-        failures = [f"{u.label}: {rows_by_key[u.key]['error']}" for u in plan
-                    if u.key in rows_by_key and rows_by_key[u.key]["status"] != "ok"]
-        if len(rows_by_key) == len(plan):
-            folder.finish(table, markdown)
-    for engine in engines.values():
-        if isinstance(engine, Engine):
-            engine.close()
+    sources = EditSources(p.family, cfg, fingerprints, engines, cfg.data_dir)
+    plan = p.family.plan(cfg, p.contenders, p.items, sources, fingerprints)
+    if len({u.key for u in plan}) != len(plan):
+        raise RunError("the plan has two units with the same content key (a contender listed twice under "
+                       "two names?); remove the duplicate")
+    rid = run_id(cfg, p.contenders, p.eval_set, base_loaded.fingerprint)
+    resolved = {**cfg.model_dump(mode="json"), "contender_specs": [c.model_dump(mode="json") for c in p.contenders],
+                "eval_set": p.eval_set, "item_ids": [getattr(i, "id", "") for i in p.items],
+                "policies": {n: q.describe() for n, q in policies.items()}}
+    try:
+        with RunFolder.open(cfg.reports_dir, rid, resolved, quarantine=cfg.quarantine_corrupt) as folder:
+            if not (folder.path / "manifest.json").exists():
+                models = {"base": base_loaded.describe(), **{f"policy:{n}": q.describe() for n, q in policies.items()}}
+                folder.write_manifest(build_manifest(resolved, models, base_loaded.device))
+            done = {k: r for k, r in folder.latest(RESULTS).items() if r["status"] == "ok"}
+            reused = _reuse(folder, plan, done, cfg.reports_dir)
+            pending = [u for u in plan if u.key not in done]
+            say(f"run folder: {folder.path}  ({len(plan)} units: {len(plan) - len(pending) - len(reused)} done "
+                f"here, {len(reused)} reused from other runs, {len(pending)} to compute; {_threads()} torch "
+                f"thread(s))")
+            if pending:
+                edits = _edits(folder, pending, sources, cfg.reports_dir)
+                _compute(p.family, folder, pending, edits, engines, cfg, p.grader, policies, progress)
+            latest = folder.latest(RESULTS)
+            rows_by_key = {u.key: latest[u.key] for u in plan if u.key in latest}
+            common = {"run_id": rid, "task": cfg.task, "protocol": cfg.protocol, "model": base_loaded.name,
+                      "model_fingerprint": base_loaded.fingerprint, "grader": _grader_name(cfg),
+                      "eval_set": p.eval_set, "device": _device_name(folder), "seed": cfg.seed, "written": now_iso()}
+            table = p.family.summarize(cfg, plan, rows_by_key, common)
+            markdown = run_markdown(table) if table else ""
+            failures = [f"{u.label}: {rows_by_key[u.key]['error']}" for u in plan
+                        if u.key in rows_by_key and rows_by_key[u.key]["status"] != "ok"]
+            if len(rows_by_key) == len(plan):
+                folder.finish(table, markdown)
+    finally:
+        for engine in engines.values():
+            if isinstance(engine, Engine):
+                engine.close()
     return RunResult(folder.path, table, markdown, len(plan), len(reused), len(pending), failures)
+
+
+def _policies(p: Prepared, progress: bool, say) -> dict:
+    """The policy of each policy contender: a ready checkpoint (--policy-model), or the finished
+    RL run of its config, trained first when there is none (rl/)."""
+    if p.config.policy_model:
+        from .rl import ReadyPolicy
+
+        return {c.name: ReadyPolicy(p.config.policy_model, p.config.device, p.config.dtype)
+                for c in p.contenders if c.edits == "policy"}
+    from .rl import ensure_policy
+
+    return {name: ensure_policy(rl, p.config.reports_dir, p.config.data_dir, progress, say)
+            for name, rl in p.rl_configs.items()}
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def _reuse(folder: RunFolder, plan: list, done: dict, reports_dir) -> list:

@@ -42,8 +42,8 @@ def paired_difference(a, b, seed: int = 0) -> dict:
     out = mean_ci(list(x - y), seed=seed)
     if len(x) == 0:
         out["p_value"] = math.nan
-    elif np.all(x == y):
-        out["p_value"] = 1.0
+    elif np.all(x == y) or len(x) == 1:
+        out["p_value"] = 1.0  # one pair: both sign flips are as extreme as the data
     else:
         res = st.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), vectorized=True,
                                   permutation_type="samples", n_resamples=9999, alternative="two-sided",

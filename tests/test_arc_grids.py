@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sealbench.arc import augment as A
-from sealbench.arc.grids import (GridError, answer_text, grid_to_text, pair_text, parse_grid, query_text,
+from sealbench.families.arc import augment as A
+from sealbench.families.arc.grids import (GridError, answer_text, grid_to_text, pair_text, parse_grid, query_text,
                                  task_prompt, validate_grid)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,10 +110,11 @@ def test_dedup_keeps_first_occurrence_order():
 
 
 def test_ttt_data_independent_of_hash_seed():
-    code = ("import hashlib; from sealbench.arc.data import mini_task; from sealbench.arc.ttt import *; "
-            "from sealbench.arc.augment import transforms_for; t = mini_task('flip_lr', 3); "
+    code = ("import hashlib; from sealbench.families.arc.data import mini_task; "
+            "from sealbench.families.arc.ttt import build_ttt_data; from sealbench.config import TTTSettings; "
+            "from sealbench.families.arc.augment import transforms_for; t = mini_task('flip_lr', 3); "
             "ex = build_ttt_data(t.train, transforms_for(True, True, True, True), TTTSettings(cap=50), seed=5); "
-            "print(hashlib.sha256(''.join(e.text for e in ex).encode()).hexdigest())")
+            "print(hashlib.sha256(''.join(e.text for e in ex).encode()).hexdigest(), t.digest)")
     outs = set()
     for hs in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": hs}

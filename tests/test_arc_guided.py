@@ -1,4 +1,5 @@
-"""Guided ARC self-edits: always-valid configs whose every field is the model's own sampled choice."""
+"""Guided ARC self-edits: always-valid configs whose every field is the model's own sampled choice,
+one per seed, from the engine's base weights; and the family's self-edit sampling."""
 from __future__ import annotations
 
 import math
@@ -7,41 +8,57 @@ import random
 import pytest
 import torch
 
-from sealbench.arc import guided
-from sealbench.arc.data import mini_task
-from sealbench.arc.self_edit import edit_prompt, parse_config
-from sealbench.inner_loop import InnerLoop, LoRAConfig, format_prompt
+from sealbench.config import LoRASettings, RunConfig
+from sealbench.engine.inner_loop import Engine, format_prompt
+from sealbench.families.arc import FAMILY, guided
+from sealbench.families.arc.data import mini_task
+from sealbench.families.arc.self_edit import edit_prompt, parse_config
 
 
 @pytest.fixture
-def loop(tiny):
-    return InnerLoop(tiny, LoRAConfig(r=4, alpha=8))
+def engine(tiny):
+    from sealbench.engine.models import tiny_random_model
+
+    with Engine(tiny_random_model(seed=5, vocab_from=tiny), LoRASettings(r=4, alpha=8), n_slots=2) as e:
+        yield e
 
 
-def prompt_of(loop) -> str:
-    return format_prompt(loop.tokenizer, edit_prompt(mini_task("flip_lr", 0).train), "chat")
+def prompt_of(engine, rule="flip_lr") -> str:
+    return format_prompt(engine.tokenizer, edit_prompt(mini_task(rule, 0).train), "chat")
 
 
-def test_guided_configs_are_valid_and_deterministic(loop):
-    p = prompt_of(loop)
-    texts = guided.guided_configs(loop, p, k=6, seed=3)
+def test_guided_configs_are_valid_deterministic_and_per_row(engine):
+    p, q = prompt_of(engine), prompt_of(engine, "rot90")
+    texts = guided.guided_configs(engine, [p] * 6, list(range(6)))
     assert len(texts) == 6
     for t in texts:
         parsed = parse_config(t)
         assert parsed.valid, (parsed.reason, t)
         assert f"{parsed.config.learning_rate:g}" in {f"{float(v):g}" for v in guided.LEARNING_RATES}
         assert str(parsed.config.num_train_epochs) in guided.EPOCHS
-    assert guided.guided_configs(loop, p, k=6, seed=3) == texts          # same seed, same configs
-    others = [guided.guided_configs(loop, p, k=6, seed=s) for s in (4, 5, 6)]
-    assert any(o != texts for o in others)                                # sampling, not a constant
+    assert guided.guided_configs(engine, [p] * 6, list(range(6))) == texts       # same seeds, same configs
+    assert len(set(texts)) > 1                                                     # sampling, not a constant
+    # a row depends only on its own prompt and seed, not on what is sampled beside it
+    assert guided.guided_configs(engine, [q, p, q], [9, 3, 1])[1] == texts[3]
 
 
-def test_value_logprobs_equal_the_full_sequence_logprob(loop):
+def test_guided_uses_the_base_weights_not_a_trained_adapter(engine):
+    """The engine's model with no routing is the base (or policy) model: a trained slot is ignored."""
+    from sealbench.config import TrainSettings
+    from sealbench.engine.train import EditJob
+
+    p = prompt_of(engine)
+    before = guided.guided_configs(engine, [p] * 4, [0, 1, 2, 3], temperature=0.0)
+    engine.train([EditJob(["lots of text " * 20], TrainSettings(learning_rate=0.05, epochs=3), 0)])
+    assert guided.guided_configs(engine, [p] * 4, [0, 1, 2, 3], temperature=0.0) == before
+
+
+def test_value_logprobs_equal_the_full_sequence_logprob(engine):
     """The cached, branch-per-value scores equal log p(value | context) from one plain forward pass."""
     from transformers import DynamicCache
 
-    model, tok = loop.model, loop.tokenizer
-    context = guided._ids(tok, prompt_of(loop)) + guided._ids(tok, ', "learning_rate":')
+    model, tok = engine.loaded.model, engine.tokenizer
+    context = guided._ids(tok, prompt_of(engine)) + guided._ids(tok, ', "learning_rate":')
     values = tuple(" " + v for v in guided.LEARNING_RATES)  # multi-token values
     assert any(len(guided._ids(tok, v)) > 1 for v in values)
     cache = DynamicCache()
@@ -64,12 +81,22 @@ def test_sample_from_follows_the_softmax():
     assert sum(sharp) == 200                                              # low temperature ~ argmax
 
 
-def test_sample_configs_guided_format(loop):
-    from sealbench.arc.run import ArcRunError, sample_configs
+def test_family_sample_edits_free_and_guided(engine):
+    from sealbench import registry
 
-    task = mini_task("rot180", 1)
-    got = sample_configs(loop, [task], k=2, seed=0, style="chat", edit_format="guided")[task.id]
-    assert [parse_config(g["text"]).valid for g in got] == [True, True]
-    assert all(g["generate_s"] > 0 for g in got)
-    with pytest.raises(ArcRunError, match="edit_format"):
-        sample_configs(loop, [task], k=1, seed=0, edit_format="json-mode")
+    c = registry.load_contender("ttt-self-edit", "arc")
+    p = prompt_of(engine)
+    guided_cfg = RunConfig(task="seal_arc_mini", edit_format="guided")
+    got = FAMILY.sample_edits(engine, c, [p, p], [1, 2], guided_cfg)
+    assert [parse_config(t).valid for t in got] == [True, True]
+    free = FAMILY.sample_edits(engine, c, [p, p], [1, 2], RunConfig(task="seal_arc_mini", notes_max_tokens=8))
+    assert FAMILY.sample_edits(engine, c, [p], [2], RunConfig(task="seal_arc_mini", notes_max_tokens=8)) == free[1:]
+    seen = []
+    real = engine.generate
+    engine.generate = lambda reqs, *a, **k: seen.extend(reqs) or real(reqs, *a, **k)
+    FAMILY.sample_edits(engine, c, [p], [7], RunConfig(task="seal_arc_mini", notes_max_tokens=8))
+    FAMILY.sample_edits(engine, c, [p], [7], RunConfig(task="seal_arc_mini"))
+    assert [(r.slot, r.max_new_tokens, r.temperature, r.top_p, r.seed) for r in seen] == [
+        (None, 8, c.temperature, c.top_p, 7), (None, c.max_new_tokens, c.temperature, c.top_p, 7)]
+    with pytest.raises(ValueError, match="edit_format"):
+        guided.sample_edit_texts(engine, [p], [0], "json-mode", 1.0, 0.95, 8)

@@ -29,8 +29,8 @@ def tasks():
 
 
 def test_arc_tasks_load_and_score(tasks):
-    from sealbench.arc.data import mini_tasks, seal_tasks
-    from sealbench.arc.grids import task_prompt
+    from sealbench.families.arc.data import mini_tasks, seal_tasks
+    from sealbench.families.arc.grids import task_prompt
 
     few, mini = tasks["seal_arc_fewshot"], tasks["seal_arc_mini"]
     fdocs, mdocs = list(few.test_docs()), list(mini.test_docs())

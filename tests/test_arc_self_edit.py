@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from sealbench.arc.self_edit import ORACLE, ArcEditConfig, check_budget, edit_prompt, parse_config
+from sealbench.families.arc.self_edit import (MAX_CANDIDATES, ORACLE, ArcEditConfig, check_budget, edit_prompt,
+                                             parse_config)
 
 GOOD = ORACLE.to_json()
 
@@ -70,6 +71,11 @@ def test_malformed_configs_are_invalid_with_reason(text, reason):
     json.dumps(GOOD) + json.dumps({"data_generation": {}}),          # only the first object counts
     json.dumps({**GOOD, "comment": "a {brace} inside a string"}),
     with_("training.num_train_epochs", 2.0),                          # integral float accepted
+    # prose with braces of its own before the JSON: each `{` is tried until a block is the config
+    "I will use {basic} and {size} augmentations, then {train} on outputs: " + json.dumps(GOOD),
+    "Plan: {\"note\": 1} then " + json.dumps(GOOD),                     # a JSON object without the config's keys
+    "{" * 3 + " " + json.dumps(GOOD),                                  # unclosed braces before it
+    "[" + json.dumps(GOOD) + "]",                                     # inside an array
 ])
 def test_valid_configs(text):
     parsed = parse_config(text)
@@ -104,3 +110,34 @@ def test_edit_prompt_has_demos_only():
     prompt = edit_prompt([demo])
     assert "[1 2] -> [2 1]#" in prompt and "train_using_output_tokens" in prompt
     assert prompt.count("#") == 1 and prompt.count("[1 2]") == 1
+
+
+def test_prose_braces_then_invalid_json_report_the_first_error():
+    parsed = parse_config("I use {basic} here and then {'data_generation': {}}")
+    assert parsed.status == "invalid" and "not valid JSON" in parsed.reason
+    parsed = parse_config('Use {"note": 1} please')   # an object, but not a config: names what is missing
+    assert parsed.status == "invalid" and "data_generation" in parsed.reason
+
+
+def test_brace_heavy_output_is_bounded():
+    """Model gibberish full of braces: at most MAX_CANDIDATES blocks are tried, fast, never raises."""
+    import time
+
+    text = "{x} " * 5000 + json.dumps(GOOD)
+    start = time.perf_counter()
+    parsed = parse_config(text)
+    assert parsed.status == "invalid" and time.perf_counter() - start < 1.0
+    assert parse_config("{x} " * (MAX_CANDIDATES - 1) + json.dumps(GOOD)).valid
+    assert parse_config("{" * 20000).status == "invalid"
+
+
+def test_family_edit_prompt_never_shows_the_test_input():
+    from sealbench import registry
+    from sealbench.families.arc import FAMILY
+    from sealbench.families.arc.data import mini_task
+    from sealbench.families.arc.grids import grid_to_text
+
+    task = mini_task("flip_lr", 3)
+    prompt = FAMILY.edit_prompt(registry.load_contender("ttt-self-edit", "arc"), task)
+    assert prompt == edit_prompt(task.train) and grid_to_text(task.test_inputs[0]) not in prompt
+    assert all(grid_to_text(i) in prompt and grid_to_text(o) in prompt for i, o in task.train)

@@ -44,12 +44,13 @@ class Engine:
     model at a time: `close()` (or a `with` block) puts the model's modules back."""
 
     def __init__(self, loaded: LoadedModel, lora: LoRASettings, n_slots: int | None = None,
-                 gen_batch_size: int = 64):
+                 gen_batch_size: int | None = None):
         self.loaded = loaded
         self.tokenizer = loaded.tokenizer
         self.device = loaded.device
         self.lora = lora
-        self.gen_batch_size = gen_batch_size
+        # Rows per generation batch: a GPU decodes a thousand rows as fast as a few.
+        self.gen_batch_size = gen_batch_size or (1024 if str(loaded.device).startswith("cuda") else 32)
         previous = getattr(loaded, "_engine", None)
         if previous is not None:  # a model carries one bank: the newest engine replaces the old
             previous.close()

@@ -88,15 +88,18 @@ class LoRALinear(nn.Module):
         *lead, d_in = x.shape
         n_rows = x.shape[0]
         per_row = x.numel() // (n_rows * d_in)            # tokens per row
-        xs = x.reshape(route.n_groups, route.rows_per_group * per_row, d_in).to(bank.dtype)
-        a, b = bank.factors(self.index)                   # (slots, d_in, r), (slots, r, d_out)
-        delta = torch.bmm(torch.bmm(xs, route.pick(a)), route.pick(b))
+        xs = x.reshape(route.n_groups, route.rows_per_group * per_row, d_in)
+        a, b = bank.factors(self.index)                   # (slots, d_in, r), (slots, r, d_out), fp32
+        # The adapters are fp32 (master weights, gradients and AdamW moments); their matmuls run in
+        # the model's dtype, so a bf16 model keeps no fp32 copy of its activations (mixed precision).
+        a, b = route.pick(a).to(x.dtype), route.pick(b).to(x.dtype)
+        delta = torch.bmm(torch.bmm(xs, a), b)
         hist = bank.history[self.index]
         if hist is not None:
-            delta = delta + torch.bmm(torch.bmm(xs, route.pick(hist[0])), route.pick(hist[1]))
+            delta = delta + torch.bmm(torch.bmm(xs, route.pick(hist[0]).to(x.dtype)), route.pick(hist[1]).to(x.dtype))
         if route.keep is not None:
             delta = delta * route.keep
-        return y + (delta * bank.scale).reshape(*lead, -1).to(y.dtype)
+        return y.add(delta.reshape(*lead, -1), alpha=bank.scale)  # one fused kernel
 
 
 class AdapterBank:

@@ -28,6 +28,12 @@ import torch.nn.functional as F
 from ..config import TrainSettings
 from .lora import AdapterBank, Routing
 
+# What one more forward/backward pass costs, in padded tokens: on a GPU a pass of a ~135M model is
+# ~25k kernel launches (~0.2 s of host time on an H200 host, measured), about what 65k tokens of
+# compute cost; on a CPU a pass costs little beyond its tokens.
+GPU_PASS_TOKENS = 65536
+CPU_PASS_TOKENS = 64
+
 Text = str | tuple  # a plain string (loss on every token) or (prompt, completion[, loss_on_prompt])
 
 
@@ -134,42 +140,55 @@ class BatchedAdamW:
         self.t = torch.zeros(self.params[0].shape[0], dtype=torch.float64, device=self.params[0].device)
 
     @torch.no_grad()
-    def step(self, stepping: torch.Tensor, lr: torch.Tensor, weight_decay: torch.Tensor,
-             max_norm: torch.Tensor | None = None) -> None:
-        """Update slots where `stepping` (bool, (slots,)); lr / weight_decay / max_norm are (slots,).
-
-        The arithmetic is torch's single-tensor AdamW, per slot; other slots are left untouched
-        (parameters, moments, step counts and accumulated gradients)."""
-        idx = stepping.nonzero().squeeze(1)
-        if idx.numel() == 0:
+    def step(self, slots: list[int], lr: list[float], weight_decay: list[float],
+             max_norm: list[float] | None = None) -> None:
+        """Update `slots` (host list, ascending) with their learning rates, weight decays and
+        optional gradient-norm limits (host lists, one per slot). The arithmetic is torch's
+        single-tensor AdamW, per slot; other slots are left untouched (parameters, moments, step
+        counts and accumulated gradients). Nothing here waits for the GPU."""
+        if not slots:
             return
         b1, b2 = self.betas
-        n = int(idx[-1]) + 1
+        device = self.params[0].device
         # A prefix of slots (the usual case: slots 0..K-1 all step) is updated through views in
         # place; any other set through a gather and a scatter.
-        rows = slice(0, n) if n == idx.numel() else idx
+        prefix = slots == list(range(len(slots)))
+        rows = slice(0, len(slots)) if prefix else _to_device(slots, torch.long, device)
         grads = [g[rows] for g in self.grads]
         if max_norm is not None:  # torch.nn.utils.clip_grad_norm_, per slot
             norm = torch.sqrt(sum((g.double() ** 2).sum(1) for g in grads))
-            coef = torch.clamp(max_norm[rows].double() / (norm + 1e-6), max=1.0).to(grads[0].dtype)
+            limit = _to_device(max_norm, torch.float64, device)
+            coef = torch.clamp(limit / (norm + 1e-6), max=1.0).to(grads[0].dtype)
             grads = [g * coef[:, None] for g in grads]
         self.t[rows] += 1
         t = self.t[rows]
         dtype = grads[0].dtype
-        step_size = (lr[rows].double() / (1 - b1 ** t)).to(dtype)[:, None]
+        lr_t = _to_device(lr, torch.float64, device)
+        step_size = (lr_t / (1 - b1 ** t)).to(dtype)[:, None]
         bc2_sqrt = torch.sqrt(1 - b2 ** t).to(dtype)[:, None]
-        decay = (1 - lr[rows].double() * weight_decay[rows].double()).to(dtype)[:, None]
+        decay = (1 - lr_t * _to_device(weight_decay, torch.float64, device)).to(dtype)[:, None]
         for p, g, m, v, full_grad in zip(self.params, grads, self.exp_avg, self.exp_avg_sq, self.grads):
             ps, ms, vs = p[rows], m[rows], v[rows]
             ps.mul_(decay)
             ms.lerp_(g, 1 - b1)
             vs.mul_(b2).addcmul_(g, g, value=1 - b2)
-            ps.sub_(ms / (vs.sqrt() / bc2_sqrt).add_(self.eps) * step_size)
-            if isinstance(rows, torch.Tensor):  # gathered copies: write them back
+            # p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps), with one temporary of p's size
+            denom = vs.sqrt().div_(bc2_sqrt).add_(self.eps).div_(step_size)
+            ps.addcdiv_(ms, denom, value=-1.0)
+            del denom
+            if not prefix:  # gathered copies: write them back
                 p.index_copy_(0, rows, ps)
                 m.index_copy_(0, rows, ms)
                 v.index_copy_(0, rows, vs)
             full_grad[rows] = 0
+
+
+def _to_device(values: list, dtype, device) -> torch.Tensor:
+    """A small host list on the device without waiting for the GPU (pinned, non-blocking)."""
+    t = torch.tensor(values, dtype=dtype)
+    if str(device).startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
 
 
 def _lm_parts(model):
@@ -177,48 +196,67 @@ def _lm_parts(model):
     return body, model.get_output_embeddings(), getattr(model.config, "final_logit_softcapping", None)
 
 
-def _rows(groups: list[list[tuple[list[int], int]]], pad_id: int, device):
-    """Pad groups of (ids, n_context) to equal row counts and one width (right padding)."""
+@dataclass
+class _Batch:
+    """One forward pass: padded rows, and where the targets are (all computed on the host)."""
+    input_ids: torch.Tensor      # (rows, width)
+    attention: torch.Tensor      # (rows, width)
+    positions: torch.Tensor      # flat indices into (rows, width - 1) of the positions that predict a target
+    group_of: torch.Tensor       # the group of each target
+    counts: list[int]            # targets per group
+    rows_per_group: int
+
+
+def _rows(groups: list[list[tuple[list[int], int]]], pad_id: int, device) -> _Batch:
+    """Pad groups of (ids, n_context) to equal row counts and one width (right padding); an
+    empty group becomes filler rows with no targets."""
     m = max(len(g) for g in groups)
     rows = [seq for g in groups for seq in g + [([pad_id], 1)] * (m - len(g))]  # filler: no targets
     width = max(len(ids) for ids, _ in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
-    targets = torch.zeros((len(rows), width), dtype=torch.bool)
+    positions, group_of, counts = [], [], [0] * len(groups)
     for i, (ids, n_context) in enumerate(rows):
         input_ids[i, :len(ids)] = torch.tensor(ids)
         attention[i, :len(ids)] = 1
-        targets[i, max(n_context, 1):len(ids)] = True  # a token is a target if it is predicted
-    return input_ids.to(device), attention.to(device), targets.to(device), m
+        # the token at p (a target) is predicted at p - 1; the first token is never a target
+        first = max(n_context, 1)
+        positions.extend(range(i * (width - 1) + first - 1, i * (width - 1) + len(ids) - 1))
+        group_of.extend([i // m] * max(0, len(ids) - first))
+        counts[i // m] += max(0, len(ids) - first)
+    move = lambda t: t.pin_memory().to(device, non_blocking=True) if str(device).startswith("cuda") else t  # noqa: E731
+    return _Batch(move(input_ids), move(attention), move(torch.tensor(positions, dtype=torch.long)),
+                  move(torch.tensor(group_of, dtype=torch.long)), counts, m)
 
 
-def group_losses(model, input_ids, attention, targets, n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean next-token loss per row group (groups are contiguous equal-size row blocks) and the
-    number of target tokens per group. Logits are computed at target positions only."""
+def group_losses(model, batch: _Batch) -> torch.Tensor:
+    """Mean next-token loss per row group (groups are contiguous equal-size row blocks), (groups,).
+    Logits are computed at target positions only, and nothing here waits for the GPU."""
     body, head, softcap = _lm_parts(model)
-    hidden = body(input_ids=input_ids, attention_mask=attention).last_hidden_state
-    mask = targets[:, 1:]
-    h = hidden[:, :-1][mask]
+    # No KV cache in training (transformers builds one by default: cache updates per layer).
+    hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention, use_cache=False).last_hidden_state
+    h = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, batch.positions)
     logits = head(h).float()
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    token_loss = F.cross_entropy(logits, input_ids[:, 1:][mask], reduction="none")
-    rows_per_group = input_ids.shape[0] // n_groups
-    row = torch.arange(input_ids.shape[0], device=input_ids.device)[:, None].expand_as(mask)[mask]
-    group = row // rows_per_group
-    total = torch.zeros(n_groups, device=h.device, dtype=token_loss.dtype).index_add_(0, group, token_loss)
-    count = torch.bincount(group, minlength=n_groups)
-    return total / count.clamp(min=1), count
+    targets = batch.input_ids[:, 1:].reshape(-1).index_select(0, batch.positions)
+    token_loss = F.cross_entropy(logits, targets, reduction="none")
+    n = len(batch.counts)
+    total = torch.zeros(n, device=h.device, dtype=token_loss.dtype).index_add_(0, batch.group_of, token_loss)
+    count = torch.tensor([max(c, 1) for c in batch.counts], dtype=token_loss.dtype)
+    return total / count.to(h.device, non_blocking=True)
 
 
-def buckets(widths: list[int], rows_per_group: int, overhead: int, max_buckets: int = 4) -> list[list[int]]:
+def buckets(widths: list[int], rows_per_group: int, overhead: int, max_buckets: int = 4,
+            max_tokens: int = 1 << 62) -> list[list[int]]:
     """Split groups (by index) into at most `max_buckets` forward passes, each padded to its own
     widest row, minimising padded tokens + `overhead` tokens per pass (the cost of one more pass:
     small on a CPU, a kernel-launch budget on a GPU). Returns lists of group indices."""
     order = sorted(range(len(widths)), key=lambda g: widths[g])
 
     def cost(part):
-        return overhead + rows_per_group * len(part) * widths[part[-1]]
+        padded = rows_per_group * len(part) * widths[part[-1]]
+        return overhead + padded + (padded > max_tokens) * 1e12  # a pass over the cap is never chosen
 
     def split(part, budget):
         if budget <= 1 or len(part) < 2:
@@ -233,7 +271,8 @@ def buckets(widths: list[int], rows_per_group: int, overhead: int, max_buckets: 
         left = split(part[:at], budget - 1)
         return left + split(part[at:], budget - len(left))
 
-    return split(order, max_buckets)
+    # Inside a pass groups keep their original (slot) order: all slots in order need no gather.
+    return [sorted(part) for part in split(order, max_buckets)]
 
 
 def train_edits(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[int] | None = None,
@@ -242,16 +281,18 @@ def train_edits(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
 
     Returns one TrainStats per job, in order; an edit that fails (no sequences, a non-finite loss)
     has `error` set and stops training, the others go on. `progress(done, total)` is called after
-    every global micro-step. `pass_overhead` (tokens; default 64 on a CPU, 8192 on a GPU) prices
+    every global micro-step. `pass_overhead` (tokens; `CPU_PASS_TOKENS` / `GPU_PASS_TOKENS`) prices
     one more forward pass when a step's rows are split by length (`buckets`). Base weights are
     never changed.
     """
     slots = list(range(len(jobs))) if slots is None else list(slots)
     if len(slots) != len(jobs) or len(set(slots)) != len(slots) or any(not 0 <= s < bank.n_slots for s in slots):
         raise ValueError(f"need one distinct slot in 0..{bank.n_slots - 1} per edit, got {slots}")
-    model, device = bank.model, bank.device
+    device = bank.device
     if pass_overhead is None:
-        pass_overhead = 8192 if str(device).startswith("cuda") else 64
+        pass_overhead = GPU_PASS_TOKENS if str(device).startswith("cuda") else CPU_PASS_TOKENS
+    # Activations grow with padded tokens: passes are kept under a share of the device's memory.
+    max_pass_tokens = _max_pass_tokens(bank)
     stats = [TrainStats() for _ in jobs]
     plans: list[list[_Micro]] = []
     totals: list[int] = []
@@ -268,32 +309,35 @@ def train_edits(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
             stats[j].error = "nothing to train on: the edit produced no training sequences"
     optimizer = BatchedAdamW(bank.flat)
     bank.zero_grad()
-    epoch_sums = [[0.0, 0] for _ in jobs]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     n_micro = max((len(p) for p in plans), default=0)
+    log: list[tuple] = []  # (micro-step, edits, their losses on the device, targets, padded tokens)
     _sync(device)
     start = time.perf_counter()
     grad_mode = torch.is_grad_enabled()
     torch.set_grad_enabled(True)  # callers may sit inside torch.no_grad()
     try:
         for t in range(n_micro):
-            active = [j for j in range(len(jobs)) if t < len(plans[j]) and stats[j].error is None]
-            if not active:
-                break
+            active = [j for j in range(len(jobs)) if t < len(plans[j])]
             micros = {j: plans[j][t] for j in active}
             groups = {j: [seqs[j][i] for i in micros[j].indices] for j in active}
             m = max(len(g) for g in groups.values())
             widths = [max(len(ids) for ids, _ in groups[j]) for j in active]
-            values: dict[int, tuple[float, int, int]] = {}
-            for part in buckets(widths, m, pass_overhead):
-                members = [active[g] for g in part]
-                values.update(_forward_backward(bank, jobs, slots, members, groups, pad))
-            _step(bank, optimizer, jobs, slots, stats, plans, totals, micros, values, epoch_sums, t)
+            for part in buckets(widths, m, pass_overhead, max_tokens=max_pass_tokens):
+                log.append((t, *_forward_backward(bank, jobs, slots, [active[g] for g in part], groups, pad)))
+            due = sorted((slots[j], j) for j in active if micros[j].step_after)
+            s = [jobs[j].settings for _, j in due]
+            optimizer.step([slot for slot, _ in due],
+                           [x.learning_rate * lr_factor(x.lr_schedule, x.warmup_steps, totals[j], micros[j].step)
+                            for x, (_, j) in zip(s, due)],
+                           [x.weight_decay for x in s],
+                           [x.max_grad_norm or float("inf") for x in s] if any(x.max_grad_norm for x in s) else None)
             if progress:
                 progress(t + 1, n_micro)
     finally:
         torch.set_grad_enabled(grad_mode)
         bank.zero_grad()
+    _record(stats, plans, log)
     _sync(device)
     seconds = time.perf_counter() - start
     for st in stats:
@@ -301,61 +345,71 @@ def train_edits(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
     return stats
 
 
-def _forward_backward(bank, jobs, slots, members, groups, pad) -> dict[int, tuple[float, int, int]]:
-    """One forward/backward over `members`' micro-batches; per edit (loss, targets, padded tokens).
-    A non-finite loss is kept out of the backward pass and its slot's gradients are zeroed."""
-    input_ids, attention, targets, m = _rows([groups[j] for j in members], pad, bank.device)
-    routing = Routing([slots[j] for j in members], m, bank.n_slots, bank.device)
+def _forward_backward(bank, jobs, slots, members, groups, pad) -> tuple:
+    """One forward/backward over `members`' micro-batches: (members, their losses (device),
+    target tokens, padded tokens per edit). A non-finite loss is kept out of the summed loss; the
+    gradient of a sum reaches each edit's slot from its own rows only, so other edits are untouched."""
+    layout = [slots[j] for j in members]
+    rows = [groups[j] for j in members]
+    if 2 * len(members) >= bank.n_slots and len(members) < bank.n_slots:
+        # Most slots are here: give the others an empty filler group, so every slot sits in order and
+        # the adapters are used as they are (no gather, and no gathered copy kept for backward).
+        by_slot = dict(zip(layout, rows))
+        layout = list(range(bank.n_slots))
+        rows = [by_slot.get(slot, []) for slot in layout]
+    batch = _rows(rows, pad, bank.device)
+    routing = Routing(layout, batch.rows_per_group, bank.n_slots, bank.device)
     with bank.route(routing):
-        losses, counts = group_losses(bank.model, input_ids, attention, targets, len(members))
-    finite = torch.isfinite(losses.detach())
-    accum = torch.tensor([float(jobs[j].settings.grad_accum_steps) for j in members], device=bank.device)
+        losses = group_losses(bank.model, batch)
+    if len(layout) != len(members):  # keep the members' losses, in their order
+        index = [layout.index(slots[j]) for j in members]
+        losses = losses.index_select(0, torch.tensor(index, device=losses.device))
+        batch.counts = [batch.counts[i] for i in index]
+    accum = torch.tensor([float(jobs[j].settings.grad_accum_steps) for j in members])
     with warnings.catch_warnings():  # gradients are strided views on purpose (engine/lora.py)
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-        (torch.where(finite, losses, torch.zeros_like(losses)) / accum).sum().backward()
-    out = {}
-    for g, (j, value, count) in enumerate(zip(members, losses.detach().tolist(), counts.tolist())):
-        if not math.isfinite(value):
-            bank.A_grad[slots[j]] = 0  # its gradients may hold NaN; the edit never steps again
-            bank.B_grad[slots[j]] = 0
-        out[j] = (value, count, m * input_ids.shape[1])
-    return out
+        finite = torch.isfinite(losses)
+        (torch.where(finite, losses, torch.zeros_like(losses)) / accum.to(losses.device)).sum().backward()
+    return members, losses.detach(), batch.counts, batch.rows_per_group * batch.input_ids.shape[1]
 
 
-def _step(bank, optimizer, jobs, slots, stats, plans, totals, micros, values, epoch_sums, t) -> None:
-    """Record each edit's micro-batch loss; one optimizer step for the edits whose step is due."""
-    n, device = bank.n_slots, bank.device
-    stepping = torch.zeros(n, dtype=torch.bool, device=device)
-    lr = torch.zeros(n, dtype=torch.float32, device=device)
-    decay = torch.zeros(n, dtype=torch.float32, device=device)
-    max_norm = torch.full((n,), float("inf"), device=device)
-    clip = False
-    for j, (value, count, padded) in values.items():
-        st, micro, s = stats[j], micros[j], jobs[j].settings
-        if not math.isfinite(value):
-            st.error = (f"loss became {value} at step {st.steps} (epoch {micro.epoch}); "
-                        "lower the learning rate or check the training texts")
-            continue
-        if math.isnan(st.first_loss):
-            st.first_loss = value
-        st.last_loss = value
-        st.tokens += count
-        st.padded_tokens += padded
-        epoch_sums[j][0] += value
-        epoch_sums[j][1] += 1
-        if micro.step_after:
-            slot = slots[j]
-            stepping[slot] = True
-            lr[slot] = s.learning_rate * lr_factor(s.lr_schedule, s.warmup_steps, totals[j], micro.step)
-            decay[slot] = s.weight_decay
-            if s.max_grad_norm:
-                max_norm[slot] = s.max_grad_norm
-                clip = True
-            st.steps += 1
-        if t + 1 == len(plans[j]) or plans[j][t + 1].epoch != micro.epoch:
-            st.epoch_losses.append(epoch_sums[j][0] / max(epoch_sums[j][1], 1))
-            epoch_sums[j] = [0.0, 0]
-    optimizer.step(stepping, lr, decay, max_norm if clip else None)
+def _record(stats: list[TrainStats], plans: list[list[_Micro]], log: list[tuple]) -> None:
+    """Per-edit losses, steps and token counts from the training log (one transfer from the
+    device). An edit whose loss turned non-finite is failed from that micro-step on."""
+    if not log:
+        return
+    values = torch.cat([entry[2] for entry in log]).float().cpu().tolist()
+    epoch: dict[int, list[float]] = {}
+    at = 0
+    for t, members, losses, counts, padded in log:
+        for j, count, value in zip(members, counts, values[at:at + len(members)]):
+            st, micro = stats[j], plans[j][t]
+            if st.error is None and not math.isfinite(value):
+                st.error = (f"loss became {value} at step {st.steps} (epoch {micro.epoch}); "
+                            "lower the learning rate or check the training texts")
+            if st.error is not None:
+                continue
+            if math.isnan(st.first_loss):
+                st.first_loss = value
+            st.last_loss = value
+            st.tokens += count
+            st.padded_tokens += padded
+            epoch.setdefault(j, []).append(value)
+            st.steps += micro.step_after
+            if t + 1 == len(plans[j]) or plans[j][t + 1].epoch != micro.epoch:
+                st.epoch_losses.append(sum(epoch[j]) / len(epoch[j]))
+                epoch[j] = []
+        at += len(members)
+
+
+def _max_pass_tokens(bank: AdapterBank) -> int:
+    """Padded tokens one pass may hold: a third of the free CUDA memory over ~40 kB of saved
+    activations per token per layer (bf16, measured order of magnitude); unbounded on a CPU."""
+    if not str(bank.device).startswith("cuda"):
+        return 1 << 62
+    layers = max(1, len(bank.shapes) // len(bank.lora.targets))
+    free, _ = torch.cuda.mem_get_info(bank.device)
+    return max(4096, int(free / 3 / (40_000 * layers)))
 
 
 def _sync(device) -> None:

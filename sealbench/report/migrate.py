@@ -121,7 +121,7 @@ def _summary_timing(common: dict, timing: dict, at: str = "", n_default: int = 1
 
 # ----------------------------------------------------------------------------------- shapes
 def _knowledge(folder, summary, base) -> list[dict]:
-    task, protocol = base["task"], base["protocol"]
+    protocol = base["protocol"]
     rows = []
     for name, s in (summary.get("contenders") or {}).items():
         c = dict(base, contender=name, role="ceiling" if name == "in-context" else "contender")

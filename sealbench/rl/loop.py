@@ -1,4 +1,4 @@
-"""SEAL's outer loop (ReST-EM; SEAL §3, DESIGN §3), one loop for every task family.
+"""SEAL's outer loop (ReST-EM; SEAL §3, docs/design.md §3), one loop for every task family.
 
 One round:
   1. sample k self-edits per training item from the current policy (seeded per item and sample);

@@ -56,6 +56,24 @@ class Policy:
         return path.read_text() if path.exists() else ""
 
 
+class ReadyPolicy:
+    """A policy given as a checkpoint (`--policy-model`): used as it is, never trained."""
+
+    def __init__(self, spec: str, device: str, dtype: str):
+        from ..engine.models import fingerprint_of, resolve
+
+        self.spec, self.device, self.dtype = spec, device, dtype
+        self.fingerprint = fingerprint_of(resolve(spec)[1])
+
+    def load(self, device: str | None = None, dtype: str | None = None):
+        from ..engine.models import load_model
+
+        return load_model(self.spec, device or self.device, dtype or self.dtype)
+
+    def describe(self) -> dict:
+        return {"checkpoint": self.spec, "fingerprint": self.fingerprint}
+
+
 def chain_fingerprint(parent: str, adapter_file: Path) -> str:
     digest = hashlib.sha256(adapter_file.read_bytes()).hexdigest()
     return hashlib.sha256((parent + digest).encode()).hexdigest()[:16]
@@ -83,7 +101,7 @@ def policy_config(run: RunConfig, contender) -> RLConfig:
                       ttt=r.ttt.model_dump(), inner_lora=run.lora_settings().model_dump(), keep="all-correct",
                       temperature=contender.temperature, top_p=contender.top_p,
                       max_new_tokens=r.notes_max_tokens or contender.max_new_tokens, k=r.k or contender.k,
-                      train_tasks=run.rl_tasks, n_items=run.rl_n_tasks)
+                      train_tasks=run.rl_tasks, n_items=run.rl_n_tasks, rounds=1, repeats=1)  # SEAL's ARC RL: one round
     return rl_preset(preset, **shared)
 
 

@@ -6,7 +6,8 @@ grid text format ("{input} -> {output}#\\n" ... "{input} -> "); the model's comp
 test input with no test-time training; `sealbench run --task seal_arc_*` adds TTT, voting and two
 attempts. Each doc carries the task's demos (JSON) so an adapting model type can train on them first.
 
-Options: ``--metadata '{"tasks": "seal-eval", "n_tasks": 3, "data_dir": "...", "seed": 0}'``;
+Options: ``--metadata '{"tasks": "seal-eval", "n_tasks": 3, "data_dir": "...", "seed": 0}'``
+(seal_arc_mini also ``"mini_rules": ["color_map"], "mini_size": [3, 3]``, as in `sealbench run`);
 tasks: seal-eval (default for seal_arc_fewshot), seal-train, arc-eval, arc-train, mini (default for
 seal_arc_mini), or a path challenges.json[:solutions.json]. Data dir: metadata > $SEALBENCH_DATA_DIR
 > <repo>/../shared/data.
@@ -23,13 +24,17 @@ try:
 except ImportError:
     sys.path.insert(0, str(REPO_ROOT))
 
-from sealbench.arc.data import load_tasks  # noqa: E402
-from sealbench.arc.grids import answer_text, parse_grid, task_prompt  # noqa: E402
+from sealbench.families.arc.data import load_tasks  # noqa: E402
+from sealbench.families.arc.grids import answer_text, parse_grid, task_prompt  # noqa: E402
 
 
-def build_docs(tasks: str = "seal-eval", n_tasks=None, data_dir=None, seed=0) -> list[dict]:
+def build_docs(tasks: str = "seal-eval", n_tasks=None, data_dir=None, seed=0, mini_rules=None,
+               mini_size=None) -> list[dict]:
+    n = int(n_tasks) if n_tasks not in (None, "") else None
+    rules = [mini_rules] if isinstance(mini_rules, str) else mini_rules
+    size = tuple(int(x) for x in mini_size) if mini_size else None
     docs = []
-    for t in load_tasks(tasks, data_dir, int(n_tasks) if n_tasks not in (None, "") else None, int(seed or 0)):
+    for t in load_tasks(tasks, data_dir, n, int(seed or 0), tuple(rules) if rules else None, size):
         for i, (q, a) in enumerate(zip(t.test_inputs, t.test_outputs or [None] * len(t.test_inputs))):
             docs.append({
                 "task_id": t.id,
@@ -54,8 +59,8 @@ def load_fewshot(tasks=None, n_tasks=None, data_dir=None, seed=0, **_ignored):
     return _dataset(build_docs(tasks or "seal-eval", n_tasks, data_dir, seed))
 
 
-def load_mini(tasks=None, n_tasks=None, data_dir=None, seed=0, **_ignored):
-    return _dataset(build_docs(tasks or "mini", n_tasks or 10, data_dir, seed))
+def load_mini(tasks=None, n_tasks=None, data_dir=None, seed=0, mini_rules=None, mini_size=None, **_ignored):
+    return _dataset(build_docs(tasks or "mini", n_tasks or 10, data_dir, seed, mini_rules, mini_size))
 
 
 def doc_to_text(doc: dict) -> str:

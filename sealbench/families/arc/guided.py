@@ -9,6 +9,10 @@ computed and one value is sampled from softmax(log p / temperature). The result 
 text, parsed and budget-checked like any other self-edit, and it is exactly what the RL loop
 fine-tunes the policy on - so RL moves these choice probabilities and nothing else.
 
+Rows are independent: each config is drawn with its own seed from the engine's model with no adapter
+routed (the base model, or the SEAL policy whose weights it holds), so a cached config is exactly
+what a fresh draw with the same seed would give.
+
 The allowed values are SEAL's tools (four augmentation flags, two loss strategies) and a grid of
 learning rates and epoch counts around SEAL's human plan (lr 1e-4, 2 epochs); epochs that exceed
 the run's step budget stay possible and are scored over-budget (reward 0), as in SEAL.
@@ -74,18 +78,22 @@ def sample_from(scores: list[float], temperature: float, rng: random.Random) -> 
 
 
 @torch.no_grad()
-def guided_configs(loop, prompt: str, k: int, seed: int, temperature: float = 1.0) -> list[str]:
-    """k config texts sampled field by field from the loop's model (its current weights; callers pick
-    base or adapted). `prompt` is the formatted self-edit prompt. Deterministic for a seed."""
+def guided_configs(engine, prompts: list[str], seeds: list[int], temperature: float = 1.0) -> list[str]:
+    """One config text per (formatted prompt, seed), sampled field by field from the engine's model
+    with no adapter routed (its base weights: the base model or the SEAL policy). Row i depends
+    only on prompts[i] and seeds[i] (`random.Random(seed)`), so cached edits stay exact; consecutive
+    rows with the same prompt (a task's k edits) share its KV cache (one prompt pass; one cache held)."""
     from transformers import DynamicCache
 
-    model, tok, device = loop.model, loop.tokenizer, loop.device
-    rng = random.Random(seed)
-    prompt_cache = DynamicCache()
-    _extend(model, prompt_cache, _ids(tok, prompt), device)
+    model, tok, device = engine.loaded.model, engine.tokenizer, engine.device
+    held_prompt, held = None, None
     texts = []
-    for _ in range(k):
-        cache = copy.deepcopy(prompt_cache)
+    for prompt, seed in zip(prompts, seeds):
+        if prompt != held_prompt:
+            held_prompt, held = prompt, DynamicCache()
+            _extend(model, held, _ids(tok, prompt), device)
+        cache = copy.deepcopy(held)
+        rng = random.Random(seed)
         text = ""
         for fixed, values in TEMPLATE:
             last = _extend(model, cache, _ids(tok, fixed), device)[-1]
@@ -94,3 +102,20 @@ def guided_configs(loop, prompt: str, k: int, seed: int, temperature: float = 1.
             text += fixed + pick
         texts.append(text + CLOSING)
     return texts
+
+
+def sample_edit_texts(engine, prompts: list[str], seeds: list[int], edit_format: str, temperature: float,
+                      top_p: float, max_new_tokens: int) -> list[str]:
+    """Self-edit texts for formatted prompts, one per seed, from the engine's base weights.
+
+    `free` (SEAL): the model writes the JSON, sampled with temperature / top-p, up to
+    `max_new_tokens`, each row with its own seed (engine/generate.py). `guided`: `guided_configs`
+    (top-p and max_new_tokens do not apply). Raises ValueError for another format."""
+    if edit_format == "guided":
+        return guided_configs(engine, prompts, seeds, temperature)
+    if edit_format != "free":
+        raise ValueError(f"edit_format must be free or guided, got {edit_format!r}")
+    from ...engine.generate import GenRequest
+
+    return engine.generate([GenRequest(p, None, max_new_tokens, temperature, top_p, s)
+                            for p, s in zip(prompts, seeds)])

@@ -1,4 +1,4 @@
-"""ARC self-edits: the JSON training configuration a model writes for itself (DESIGN §1b).
+"""ARC self-edits: the JSON training configuration a model writes for itself (docs/design.md §1b).
 
 Schema (every field required)::
 
@@ -7,8 +7,9 @@ Schema (every field required)::
      "training": {"strategy": "train_using_all_tokens" | "train_using_output_tokens",
                   "learning_rate": number in (0, 0.1], "num_train_epochs": integer >= 1}}
 
-Model output is treated as *data only*: the first balanced ``{...}`` block is handed to
-``json.loads`` (never eval/exec), then validated field by field. Anything else is an invalid
+Model output is treated as *data only*: each ``{`` in turn opens a candidate balanced ``{...}``
+block, handed to ``json.loads`` (never eval/exec) until one is an object with the config's keys,
+which is then validated field by field (`find_config_object`). Anything else is an invalid
 self-edit with a reason; the run records it with reward 0 and does not train. A valid config whose
 training would exceed SEAL's budget (``num_train_epochs * n_examples / 2 > 375``, i.e. more than 375
 optimiser steps at batch size 2) is recorded as ``over_budget``, also with reward 0.
@@ -104,30 +105,62 @@ def edit_prompt(demos: list[tuple[Grid, Grid]]) -> str:
 
 
 # ------------------------------------------------------------------------------------ parsing
-def first_json_object(text: str) -> str | None:
-    """The first balanced {...} block of `text` (braces inside JSON strings are skipped)."""
-    start = text.find("{")
-    while start != -1:
-        depth, in_str, esc = 0, False, False
-        for i in range(start, len(text)):
-            ch = text[i]
-            if in_str:
-                if esc:
-                    esc = False
-                elif ch == "\\":
-                    esc = True
-                elif ch == '"':
-                    in_str = False
+MAX_CANDIDATES = 64   # `{` positions tried per self-edit (bounds the work on brace-heavy output)
+CONFIG_KEYS = ("data_generation", "training")
+
+
+def balanced_block(text: str, start: int) -> str | None:
+    """The balanced {...} block opening at `text[start]` (braces inside JSON strings skipped), or
+    None when it is not closed before the end of the text."""
+    depth, in_str, esc = 0, False, False
+    for i in range(start, len(text)):
+        ch = text[i]
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
             elif ch == '"':
-                in_str = True
-            elif ch == "{":
-                depth += 1
-            elif ch == "}":
-                depth -= 1
-                if depth == 0:
-                    return text[start:i + 1]
-        return None  # unbalanced from here to the end: no complete object
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0:
+                return text[start:i + 1]
     return None
+
+
+def find_config_object(text: str) -> tuple[dict | None, str | None]:
+    """(object, None) for the first balanced {...} block, trying each `{` in turn (the first
+    `MAX_CANDIDATES`), that `json.loads` reads as an object with a "data_generation" or "training"
+    key; else (None, reason): the parse error of the first block that is not JSON, or a note that
+    no block is a config. Prose before the JSON may contain braces of its own ("I will use {basic}
+    and {size} augmentations ... {"data_generation": ...}"). Never evaluates the text."""
+    first_error, first_object = None, None
+    start, tried = text.find("{"), 0
+    while start != -1 and tried < MAX_CANDIDATES:
+        tried += 1
+        block = balanced_block(text, start)
+        if block is not None:
+            try:
+                obj = json.loads(block, parse_constant=_reject_constant)
+            except SelfEditError as err:
+                first_error = first_error or str(err)
+            except (json.JSONDecodeError, RecursionError) as err:
+                first_error = first_error or f"not valid JSON: {err}"
+            else:
+                if isinstance(obj, dict) and any(k in obj for k in CONFIG_KEYS):
+                    return obj, None
+                first_object = first_object if first_object is not None else obj
+        start = text.find("{", start + 1)
+    if first_error:
+        return None, first_error
+    if first_object is not None:
+        return first_object, None  # an object without the config's keys: validation names what is missing
+    return None, "no complete JSON object {...} in the self-edit"
 
 
 def _reject_constant(name: str):
@@ -146,17 +179,9 @@ def parse_config(text: str | None) -> ParsedEdit:
 
     if not raw.strip():
         return bad("empty self-edit")
-    block = first_json_object(raw)
-    if block is None:
-        return bad("no complete JSON object {...} in the self-edit")
-    try:
-        obj = json.loads(block, parse_constant=_reject_constant)
-    except SelfEditError as err:
-        return bad(str(err))
-    except (json.JSONDecodeError, RecursionError) as err:
-        return bad(f"not valid JSON: {err}")
-    if not isinstance(obj, dict):
-        return bad("the JSON is not an object")
+    obj, reason = find_config_object(raw)
+    if obj is None:
+        return bad(reason)
     warnings = []
     extra = [k for k in obj if k not in ("data_generation", "training")]
     if extra:

@@ -1,36 +1,34 @@
-"""Test-time training (TTT) for ARC: data from the demonstrations, training, and voting prediction.
+"""Test-time training (TTT) for ARC: data from the demonstrations, voting prediction, scoring.
 
-Data (`build_ttt_data`): from a task's n demonstrations, leave-1 pseudo-tasks (each demo in turn is
-the query, the other n-1 are the demos) and leave-2 pseudo-tasks (two demos left out, each of them in
-turn the query, n-2 demos kept; needs n >= 3). Every pseudo-task is rendered once per enabled
-transform (identity always; an example with any grid over 30x30 is dropped) and, when enabled,
-once more with a random colour permutation (0 fixed) and a random demo order. Duplicates are removed
-keeping the first occurrence (generation order is fixed, never set order); over `cap` examples
-(SEAL: 250) a seeded sample of `cap` is kept, in generation order.
+Data (`build_ttt_data`; SEAL `arclib` / Akyürek et al.'s TTT recipe, docs/design.md §1b): from a task's n
+demonstrations, leave-1 pseudo-tasks (each demo in turn is the query, the other n-1 are the demos)
+and leave-2 pseudo-tasks (two demos left out, each of them in turn the query, n-2 demos kept; needs
+n >= 3). Every pseudo-task is rendered once per enabled transform (identity always; an example with
+any grid over 30x30 is dropped) and, when enabled, once more with a random colour permutation (0
+fixed) and a random demo order. Duplicates are removed keeping the first occurrence (generation
+order is fixed, never set order); examples longer than `max_length` tokens are dropped; over `cap`
+examples (SEAL: 250) a seeded sample of `cap` is kept, in generation order.
 
-Training (`train_ttt`): a prompt/answer pair is tokenised as prompt ids + answer ids + EOS (the
-prompt ends in " -> ", exactly what the model sees at prediction time). `train_using_all_tokens`
-puts every real token in the loss; `train_using_output_tokens` only the answer ("{output}#") and
-EOS (labels -100 on the prompt). Padding is never in the loss. Batch size 2, cosine schedule, AdamW
-on the InnerLoop's resettable LoRA adapter.
+Training texts (`ttt_texts`): (prompt, answer, loss on the prompt?) tuples for the engine
+(engine/train.py): prompt and answer are tokenised apart, exactly as at prediction time;
+`train_using_output_tokens` puts only the answer "{output}#" and EOS in the loss.
 
-Prediction (`predict`): for each test input, prompts with all demos and with each demo left out,
-each under every geometric transform (the dihedral group); answers are parsed, mapped back by the
-inverse transform and counted; the two most-voted grids (ties: first seen) are the two attempts.
-A test input is solved if either attempt equals the answer; a task if all its test inputs are.
+Prediction (`prediction_requests` -> the engine -> `tally`): for each test input, prompts with all
+demos and with each demo left out, each under every voting transform (the dihedral group); answers
+are parsed, mapped back by the inverse transform and counted; the two most-voted grids (ties: first
+seen) are the two attempts. A test input is solved if either attempt equals the answer; a task if
+all its test inputs are (`score`).
 """
 from __future__ import annotations
 
 import itertools
 import random
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-import torch
-
-from ..inner_loop import InnerLoop, TrainConfig, TrainingError, TrainStats
-from .augment import (BY_NAME, GEOMETRIC, Pair, Transform, dedup,
-                      permute_colors, random_color_permutation, transform_pairs, transforms_for)
+from ...config import TTTSettings
+from .augment import (BY_NAME, Pair, Transform, dedup, permute_colors, random_color_permutation,
+                      transform_pairs, transforms_for)
 from .grids import Grid, answer_text, fits, parse_grid, task_prompt
 from .self_edit import ArcEditConfig
 
@@ -46,28 +44,6 @@ class TTTExample:
     @property
     def text(self) -> str:
         return self.prompt + self.answer
-
-
-@dataclass
-class TTTSettings:
-    """Knobs of TTT data, training and prediction that are not in the self-edit (run config)."""
-    cap: int = 250                       # max TTT examples per edit (SEAL: 250)
-    leave: tuple[int, ...] = (1, 2)      # leave-n pseudo-tasks
-    permute_colors: bool = True
-    permute_order: bool = True
-    max_length: int = 2048               # TTT examples longer than this (tokens) are dropped
-    batch_size: int = 2                  # SEAL: 2
-    lr_schedule: str = "cosine"
-    warmup_steps: int = 0
-    step_budget: int = 375               # SEAL: epochs x examples / 2 > 375 => over budget
-    predict_transforms: tuple[str, ...] = tuple(t.name for t in GEOMETRIC)
-    leave_one_out_prompts: bool = True
-    n_attempts: int = 2
-    max_new_tokens: int = 2048           # hard cap; the per-task cap is estimated from the demos
-    gen_batch_size: int = 8
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # ------------------------------------------------------------------------------------ data
@@ -86,8 +62,9 @@ def leave_out_tasks(demos: list[Pair], leave: tuple[int, ...] = (1, 2)) -> list[
 
 
 def build_ttt_data(demos: list[Pair], transforms: list[Transform], settings: TTTSettings | None = None,
-                   seed: int = 0, length_fn=None) -> list[TTTExample]:
-    """TTT examples for one task (see the module doc). `length_fn(text) -> tokens` enables max_length."""
+                   seed: int = 0, tokenizer=None) -> list[TTTExample]:
+    """TTT examples for one task (see the module doc), deterministic for a seed. With `tokenizer`,
+    examples over `settings.max_length` tokens (as trained: `token_lengths`) are dropped before the cap."""
     s = settings or TTTSettings()
     rng = random.Random(seed)
     examples: list[TTTExample] = []
@@ -109,12 +86,19 @@ def build_ttt_data(demos: list[Pair], transforms: list[Transform], settings: TTT
                 examples.append(TTTExample(task_prompt(shown, pairs[-1][0]), answer_text(pairs[-1][1]),
                                            t.name, k, permuted=True))
     examples = dedup(examples, key=lambda e: e.text)
-    if length_fn is not None:
-        examples = [e for e in examples if length_fn(e.text) <= s.max_length]
+    if tokenizer is not None and examples:
+        examples = [e for e, n in zip(examples, token_lengths(tokenizer, examples)) if n <= s.max_length]
     if len(examples) > s.cap:
         keep = sorted(rng.sample(range(len(examples)), s.cap))
         examples = [examples[i] for i in keep]
     return examples
+
+
+def token_lengths(tokenizer, examples: list[TTTExample]) -> list[int]:
+    """Tokens of each example as the engine trains it: prompt (with special tokens) + answer + EOS."""
+    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
+    answers = tokenizer([e.answer for e in examples], add_special_tokens=False)["input_ids"]
+    return [len(p) + len(a) + 1 for p, a in zip(prompts, answers)]
 
 
 def transforms_of(cfg: ArcEditConfig) -> list[Transform]:
@@ -122,55 +106,15 @@ def transforms_of(cfg: ArcEditConfig) -> list[Transform]:
                           cfg.use_chain_augmentations, cfg.use_repeat_augmentations)
 
 
-# ------------------------------------------------------------------------------------ training
 def ttt_texts(examples: list[TTTExample], output_only: bool) -> list[tuple[str, str, bool]]:
-    """InnerLoop training texts: (prompt, answer, loss on the prompt too?). The answer gets EOS
-    appended by the inner loop; prompt and answer are tokenised separately, as at prediction."""
+    """Engine training texts (engine/train.py `encode`): (prompt, answer, loss on the prompt too?).
+    The engine appends EOS to the answer and tokenises prompt and answer apart, as at prediction."""
     return [(e.prompt, e.answer, not output_only) for e in examples]
 
 
-def train_ttt(loop: InnerLoop, examples: list[TTTExample], cfg: ArcEditConfig, settings: TTTSettings,
-              seed: int = 0) -> TrainStats:
-    """Train the loop's current adapter (call `loop.reset` first) on TTT examples per `cfg`."""
-    if not examples:
-        raise TrainingError("no TTT examples to train on")
-    train = TrainConfig(learning_rate=cfg.learning_rate, epochs=cfg.num_train_epochs,
-                        batch_size=max(1, settings.batch_size), max_length=settings.max_length,
-                        lr_schedule=settings.lr_schedule, warmup_steps=settings.warmup_steps)
-    return loop.train(ttt_texts(examples, cfg.output_tokens_only), train, seed=seed)
-
-
 # ------------------------------------------------------------------------------------ prediction
-@torch.no_grad()
-def generate_grids(loop: InnerLoop, prompts: list[str], max_new_tokens: int, batch_size: int = 8) -> list[str]:
-    """Greedy completions, batched with left padding, stopping at the end marker '#' or EOS."""
-    if not prompts:
-        return []
-    tok = loop.tokenizer
-    old_side = tok.padding_side
-    tok.padding_side = "left"
-    outputs = [""] * len(prompts)
-    order = sorted(range(len(prompts)), key=lambda i: (-len(prompts[i]), i))
-    try:
-        with loop.fast_generation():  # merged adapter weights on CUDA (generation is launch-bound)
-            for b in range(0, len(order), batch_size):
-                idx = order[b: b + batch_size]
-                enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                          add_special_tokens=True).to(loop.device)
-                out = loop.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                          temperature=None, top_p=None, top_k=None,
-                                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                          stop_strings=["#"], tokenizer=tok)
-                new = out[:, enc["input_ids"].shape[1]:]
-                for j, i in enumerate(idx):
-                    outputs[i] = tok.decode(new[j], skip_special_tokens=True)
-    finally:
-        tok.padding_side = old_side
-    return outputs
-
-
 def answer_budget(tokenizer, demos: list[Pair], cap: int) -> int:
-    """max_new_tokens for a task: 1.5x its longest demo answer (+16), at most `cap`."""
+    """max_new_tokens for a task: 1.5x its longest demo answer (+16), at most `cap` (tokens)."""
     longest = max(len(tokenizer(answer_text(o), add_special_tokens=False)["input_ids"]) for _, o in demos)
     return min(cap, int(1.5 * longest) + 16)
 
@@ -194,6 +138,14 @@ def prediction_prompts(demos: list[Pair], query: Grid, transforms: list[Transfor
     return out
 
 
+def prediction_requests(demos: list[Pair], test_inputs: list[Grid],
+                        settings: TTTSettings) -> list[tuple[str, int, Transform]]:
+    """Every voting prompt of a task: (prompt, test input index, transform), test inputs in order."""
+    transforms = [BY_NAME[n] for n in settings.predict_transforms]
+    return [(prompt, ti, t) for ti, q in enumerate(test_inputs)
+            for prompt, t in prediction_prompts(demos, q, transforms, settings.leave_one_out_prompts)]
+
+
 def vote(candidates: list[Grid | None], n_attempts: int = 2) -> list[Grid]:
     """The `n_attempts` most frequent grids (ties: the one seen first); None candidates ignored."""
     counts = Counter(c for c in candidates if c is not None)
@@ -205,40 +157,26 @@ def vote(candidates: list[Grid | None], n_attempts: int = 2) -> list[Grid]:
     return ranked[:n_attempts]
 
 
-def predict(loop: InnerLoop, demos: list[Pair], test_inputs: list[Grid], settings: TTTSettings,
-            use_base: bool = False) -> list[dict]:
-    """For each test input: every raw completion, the voted attempts, vote counts."""
-    transforms = [BY_NAME[n] for n in settings.predict_transforms]
-    max_new = answer_budget(loop.tokenizer, demos, settings.max_new_tokens)
-    all_prompts, meta = [], []
-    for ti, q in enumerate(test_inputs):
-        for prompt, t in prediction_prompts(demos, q, transforms, settings.leave_one_out_prompts):
-            all_prompts.append(prompt)
-            meta.append((ti, t))
-    if use_base:
-        with loop.base_model():
-            texts = generate_grids(loop, all_prompts, max_new, settings.gen_batch_size)
-    else:
-        texts = generate_grids(loop, all_prompts, max_new, settings.gen_batch_size)
+def tally(requests: list[tuple[str, int, Transform]], texts: list[str], n_tests: int, n_attempts: int,
+          max_new_tokens: int) -> list[dict]:
+    """Per test input, from the completions of `prediction_requests`: {attempts (grids as lists),
+    votes, n_prompts, n_parsed, max_new_tokens, completions: [{transform, text, parsed}]}. A
+    completion is parsed strictly (grids.parse_grid) and mapped back by its transform's inverse."""
     results = []
-    for ti in range(len(test_inputs)):
+    for ti in range(n_tests):
         cands, raws = [], []
-        for (tj, t), text in zip(meta, texts):
+        for (_, tj, t), text in zip(requests, texts):
             if tj != ti:
                 continue
             g = parse_grid(text)
-            back = None
-            if g is not None:
-                back = t.inverse(g)
-                if not fits(back):
-                    back = None
-            cands.append(back)
+            back = t.inverse(g) if g is not None else None
+            cands.append(back if back is not None and fits(back) else None)
             raws.append({"transform": t.name, "text": text, "parsed": g is not None})
-        attempts = vote(cands, settings.n_attempts)
+        attempts = vote(cands, n_attempts)
         counts = Counter(c for c in cands if c is not None)
         results.append({"attempts": [list(map(list, a)) for a in attempts],
                         "votes": [counts[a] for a in attempts], "n_prompts": len(cands),
-                        "n_parsed": sum(c is not None for c in cands), "max_new_tokens": max_new,
+                        "n_parsed": sum(c is not None for c in cands), "max_new_tokens": max_new_tokens,
                         "completions": raws})
     return results
 

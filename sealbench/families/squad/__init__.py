@@ -1,4 +1,4 @@
-"""The knowledge-incorporation family: SQuAD passages, asked without their context (DESIGN §1a).
+"""The knowledge-incorporation family: SQuAD passages, asked without their context (docs/design.md §1a).
 
 Modules, in the order data flows through them: data (passages, SEAL's evaluation set, notes files),
 prompts (answer and self-edit prompts, self-edit -> training sequences), protocols (the units a

@@ -1,4 +1,4 @@
-"""The continual self-edit protocol (forgetting; DESIGN §1a, SEAL §4.3), S sequences at once.
+"""The continual self-edit protocol (forgetting; docs/design.md §1a, SEAL §4.3), S sequences at once.
 
 Per sequence of K passages: answer all K with the unedited model (row 0), then for step k = 1..K
 train an adapter on passage k-1's self-edit, merge it, and answer passages 0..k-1 (row k). The
@@ -83,7 +83,7 @@ def _evaluate(engine: Engine, units, rows, k: int, answer: AnswerSettings, grade
                 requests.append(GenRequest(prompt, slot=None if base else i, max_new_tokens=answer.max_tokens))
                 owners.append((i, j, q))
     t = time.perf_counter()
-    raws = engine.generate(requests)
+    raws = engine.generate(requests, stop_strings=list(answer.stops))
     answer_s = time.perf_counter() - t
     cells: dict[tuple[int, int], list[float]] = {}
     answers: dict[int, list] = {}

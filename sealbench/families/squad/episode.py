@@ -83,7 +83,7 @@ def run_episodes(engine: Engine, episodes: list[Episode], train: TrainSettings, 
                 requests.append(GenRequest(prompt, slot=slot.get(e.key), max_new_tokens=answer.max_tokens))
                 owners.append((e.key, p, q))
     t = time.perf_counter()
-    raws = engine.generate(requests)
+    raws = engine.generate(requests, stop_strings=list(answer.stops))
     answer_s = time.perf_counter() - t
     t = time.perf_counter()
     graded: dict[str, list[dict]] = {}

@@ -1,5 +1,5 @@
 """SEAL's knowledge prompts and the rule that turns a self-edit into training sequences (SEAL §3.1,
-DESIGN §1a): the closed-book answer prompt, the open-book one, the self-edit prompts (SEAL's main
+docs/design.md §1a): the closed-book answer prompt, the open-book one, the self-edit prompts (SEAL's main
 "implications" and its appendix variants), and `training_texts`.
 """
 from __future__ import annotations

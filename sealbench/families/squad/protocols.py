@@ -1,4 +1,4 @@
-"""The knowledge protocols' plans (DESIGN §1a): which units a run needs.
+"""The knowledge protocols' plans (docs/design.md §1a): which units a run needs.
 
 * single: one unit per (contender, passage, self-edit index): an adapter on that passage's
   sequences with that self-edit, answering that passage's questions.
@@ -73,7 +73,8 @@ def plan(config: RunConfig, contenders: list, passages: list, sources, fingerpri
             for s, order in enumerate(sequences(config, len(passages))):
                 items = [passages[i] for i in order]
                 refs = [EditRef(c.name, p.id, 0) for p in items] if c.edits != "none" else []
-                unit(c, items, refs, {"sequence": s}, kind="continual")
+                # Two sequences that happen to share an order are still two independent samples.
+                unit(c, items, refs, {"sequence": s}, kind="continual", extra={"sequence": s})
     return units
 
 

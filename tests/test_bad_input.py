@@ -1,0 +1,257 @@
+"""A corpus of bad inputs: every one gets exactly one error line naming the problem, exit status 2,
+and leaves no run folder and no half-written file behind (issue: nothing wrong gets through
+silently). Flags, contender files, presets, RL presets, data files, notes files and `grade` inputs.
+All of these fail before any model loads, so the corpus is fast."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import MADE_UP, MADE_UP_2, write_data_dir
+from sealbench.cli import main
+
+RUN = ["run", "--n-passages", "1", "--no-progress"]
+
+# (flags after `sealbench run`, a word the error line must contain)
+FLAG_CASES = [
+    (["--threads", "abc"], "threads"), (["--threads", "-2"], "threads"), (["--threads", "0"], "threads"),
+    (["--threads", "1.5"], "threads"), (["--batch-size", "0"], "batch_size"), (["--batch-size", "-1"], "batch_size"),
+    (["--batch-size", "abc"], "batch_size"), (["--lora-r", "-4"], "lora_r"), (["--lora-r", "0"], "lora_r"),
+    (["--lora-r", "5000"], "lora_r"), (["--lora-alpha", "0"], "lora_alpha"), (["--lora-alpha", "inf"], "lora_alpha"),
+    (["--lora-alpha", "nan"], "lora_alpha"), (["--lr", "inf"], "lr"), (["--lr", "nan"], "lr"), (["--lr", "-1"], "lr"),
+    (["--lr", "0"], "lr"), (["--lr", "2"], "lr"), (["--lr", "abc"], "lr"), (["--epochs", "-3"], "epochs"),
+    (["--epochs", "0"], "epochs"), (["--epochs", "1.5"], "epochs"), (["--epochs", "abc"], "epochs"),
+    (["--device", "tpu"], "device"), (["--device", "cuda:x"], "device"), (["--device", "gpu"], "device"),
+    (["--seed", "-1"], "seed"), (["--seed", "abc"], "seed"),
+    (["--n-passages", "0"], "n_passages"), (["--n-passages", "-5"], "n_passages"),
+    (["--n-passages", "3000"], "n_passages"), (["--n-passages", "abc"], "n_passages"),
+    (["--protocol", "cpt", "--cpt-n", "0"], "cpt_n"), (["--protocol", "cpt", "--cpt-n", "-1", "4"], "cpt_n"),
+    (["--protocol", "continual", "--steps", "0"], "steps"), (["--protocol", "continual", "--sequences", "0"], "sequences"),
+    (["--protocol", "continual", "--n-passages", "2", "--steps", "4"], "smaller than steps"),
+    (["--task", "seal_arc_mini", "--protocol", "cpt"], "not available"),
+    (["--k", "0"], "k"), (["--notes-max-tokens", "0"], "notes_max_tokens"), (["--max-answer-tokens", "0"], "max_answer_tokens"),
+    (["--max-answer-tokens", "99999"], "max_answer_tokens"), (["--max-statements", "0"], "max_statements"),
+    (["--task", "seal_arc_mini", "--mini-size", "1", "1"], "mini_size"),
+    (["--task", "seal_arc_mini", "--mini-size", "5", "3"], "mini_size"),
+    (["--task", "seal_arc_mini", "--mini-size", "3"], "mini_size"),
+    (["--task", "seal_arc_mini", "--mini-size", "40", "40"], "mini_size"),
+    (["--task", "seal_arc_mini", "--mini-rules", "teleport"], "mini_rules"),
+    (["--ttt-cap", "0"], "cap"), (["--ttt-leave", "0"], "leave"), (["--ttt-predict-transforms", "spin"], "predict_transforms"),
+    (["--ttt-max-new-tokens", "1"], "max_new_tokens"), (["--edits-per-batch", "0"], "edits_per_batch"),
+    (["--gen-batch-size", "0"], "gen_batch_size"), (["--lora-alpha", "-3"], "lora_alpha"),
+    (["--max-length", "2"], "max_length"), (["--grad-accum-steps", "0"], "grad_accum_steps"),
+    (["--contender", "nonexistent"], "unknown squad contender"), (["--contender", "icl"], "unknown squad contender"),
+    (["--contender", "/no/such/contender.yaml"], "not found"),
+    (["--seal-preset", "nonexistent", "--contender", "seal"], "unknown SEAL RL preset"),
+    (["--data-dir", "/no/such/folder"], "not found"),
+]
+ARGPARSE_CASES = [  # argparse-level: usage, then one error line
+    (["--protocol", "foo"], "invalid choice"), (["--task", "foo"], "invalid choice"), (["--grader", "foo"], "invalid choice"),
+    (["--answer-style", "foo"], "invalid choice"), (["--edit-format", "foo"], "invalid choice"),
+    (["--arc-budget", "gpu"], "invalid choice"), (["--dtype", "int8"], "invalid choice"), (["--n-pasages", "3"], "did you mean --n-passages"),
+    (["--lora_r", "3"], "did you mean --lora-r"), (["--epoch", "3"], "did you mean --epochs"),
+]
+
+CONTENDER_FILES = [  # (YAML text of a custom contender, word in the error)
+    ("name: c\nfamily: squad\nedits: self\nk: three\n", "k"),
+    ("name: c\nfamily: squad\nnotes: 5\n", "notes"),
+    ("name: c\nfamily: squad\nedits: magic\n", "edits"),
+    ("name: c\nfamily: squad\nedits: self\ntemperature: -1\n", "temperature"),
+    ("name: c\nfamily: squad\nedits: self\ntop_p: 0\n", "top_p"),
+    ("name: c\nfamily: squad\nedits: file\n", "needs `file:`"),
+    ("name: c\nfamily: arc\nedits: fixed\n", "needs `config:`"),
+    ("name: c\nadapt: true\n", "family"),
+    ("name: c\nfamily: vision\n", "family"),
+    ("family: squad\n", "name"),
+    ("name: two words\nfamily: squad\n", "name"),
+    ("- name: c\n- family: squad\n", "mapping"),
+    ("name: c\nfamily: [squad\n", "not valid YAML"),
+    ("name: c\nfamily: squad\nadapt: false\nedits: self\n", "does not adapt"),
+    ("name: c\nfamily: squad\nendpoint: localhost\n", "endpoint"),
+    ("name: c\nfamily: squad\nedits: self\nmax_new_tokens: 0\n", "max_new_tokens"),
+    ("name: c\nfamily: squad\ncolour: blue\n", "unknown setting"),
+    ("name: c\nfamily: arc\n", "arc family"),
+    ("name: c\nfamily: squad\nedits: fixed\nconfig: {}\n", "arc family"),
+    ("name: c\nfamily: squad\nedits: self\nprompt: poem\n", "prompt"),
+]
+PRESETS = [  # run --all --preset <file>
+    ("- task: seal_squad_nocontext\n", "mapping"), ("defaults: {seed: 0}\n", "jobs"), ("jobs: []\n", "jobs"),
+    ("jobs:\n  - task: seal_squad_nocontext\n    colour: blue\n", "unknown setting"),
+    ("jobs:\n  - epochs: -1\n", "epochs"), ("defaults: [1]\njobs:\n  - seed: 0\n", "defaults"),
+    ("jobs:\n  - 5\n", "mapping"), ("jobs: [\n", "not valid YAML"), ("extra: 1\njobs:\n  - seed: 0\n", "unknown key"),
+]
+RL_PRESETS = [  # train-seal --preset <file>
+    ("k: 0\n", "k"), ("rounds: abc\n", "rounds"), ("keep: all-correct\n", "keep rule"), ("colour: 1\n", "unknown setting"),
+    ("- k: 1\n", "mapping"), ("repeats: 0\n", "repeats"), ("inner: {learning_rate: .inf}\n", "learning_rate"),
+    ("sft_lora: {r: 0}\n", "r"), ("inner_lora: {targets: [fc1]}\n", "targets"), ("n_items: -2\n", "n_items"),
+]
+DATA_FILES = [  # the dev file's content, word in the error
+    (b"\xff\xfe not utf8", "not UTF-8"), (b"{not json", "not valid JSON"), (b'{"a": 1}', "expected a JSON list"),
+    (json.dumps([{"title": "t", "questions": []}]).encode(), "missing context"),
+    (json.dumps([{"title": "t", "context": "c", "questions": [{"question": "q"}]}]).encode(), "needs 'question' and 'answer'"),
+    (json.dumps([{"title": "t", "context": "c", "questions": [{"question": "q", "answer": {"x": 1}}]}]).encode(), "gold answer"),
+    (json.dumps([{"title": 5, "context": "c", "questions": []}]).encode(), "title"),
+    (json.dumps([{"title": "t", "context": "c", "questions": [{"question": "q", "answer": ""}]}]).encode(), "no gold answer"),
+    (b"[]", "has only 0"),
+]
+NOTES_FILES = [
+    (b"\xff\xfe", "not UTF-8"), (b"[{", "not valid JSON"), (json.dumps([{"context": "c"}]).encode(), "completions"),
+    (json.dumps([{"context": "c", "completions": 5}]).encode(), "completions"), (json.dumps({"a": 1}).encode(), "list"),
+]
+GRADE_ROWS = [  # a line of the --in file, word in the error
+    ("{not json", "not valid JSON"), ('{"question": "q"}', "needs question, gold and prediction"),
+    ('{"question": "q", "gold": "a", "prediction": ["x"]}', "prediction"), ("[1, 2]", "needs question"),
+    ('{"question": "q", "gold": "a", "prediction": null}', "prediction"),
+]
+
+
+def one_error(capsys, rc: int, word: str, usage_ok: bool = False) -> str:
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip() and not (usage_ok and ln.startswith(("usage:", "   ", "       ")))]
+    assert rc == 2, err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sealbench: error:"), err
+    assert word.lower() in lines[0].lower(), (word, lines[0])
+    return lines[0]
+
+
+@pytest.fixture
+def env(tmp_path, monkeypatch):
+    data = write_data_dir(tmp_path / "data", [MADE_UP, MADE_UP_2])
+    monkeypatch.setenv("SEALBENCH_DATA_DIR", str(data))
+    return tmp_path
+
+
+def nothing_written(tmp_path: Path) -> None:
+    reports = tmp_path / "reports"
+    assert not reports.exists() or not any(reports.iterdir()), list(reports.iterdir())
+
+
+@pytest.mark.parametrize("flags,word", FLAG_CASES)
+def test_bad_run_flags(env, capsys, flags, word):
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports")] + flags), word)
+    nothing_written(env)
+
+
+@pytest.mark.parametrize("flags,word", ARGPARSE_CASES)
+def test_bad_flag_names_and_choices(env, capsys, flags, word):
+    with pytest.raises(SystemExit) as exit_:
+        main(RUN + flags)
+    one_error(capsys, exit_.value.code, word, usage_ok=True)
+
+
+@pytest.mark.parametrize("text,word", CONTENDER_FILES)
+def test_bad_contender_files(env, capsys, text, word):
+    path = env / "c.yaml"
+    path.write_text(text)
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--contender", str(path)]), word)
+    nothing_written(env)
+
+
+def test_non_utf8_contender_file(env, capsys):
+    path = env / "c.yaml"
+    path.write_bytes(b"name: c\nfamily: squad\ndescription: \xff\xfe\n")
+    one_error(capsys, main(RUN + ["--contender", str(path)]), "not UTF-8")
+
+
+@pytest.mark.parametrize("text,word", PRESETS)
+def test_bad_presets(env, capsys, text, word):
+    path = env / "p.yaml"
+    path.write_text(text)
+    one_error(capsys, main(["run", "--all", "--preset", str(path), "--reports-dir", str(env / "reports")]), word)
+    nothing_written(env)
+
+
+@pytest.mark.parametrize("text,word", RL_PRESETS)
+def test_bad_rl_presets(env, capsys, text, word):
+    path = env / "rl.yaml"
+    path.write_text(text)
+    one_error(capsys, main(["train-seal", "--preset", str(path), "--reports-dir", str(env / "reports")]), word)
+    nothing_written(env)
+
+
+@pytest.mark.parametrize("content,word", DATA_FILES)
+def test_bad_data_files(env, capsys, content, word):
+    (env / "data" / "squad" / "squad_v1.1_dev_by_passage.json").write_bytes(content)
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports")]), word)
+    nothing_written(env)
+
+
+@pytest.mark.parametrize("content,word", NOTES_FILES)
+def test_bad_notes_files(env, capsys, content, word):
+    (env / "data" / "notes").mkdir(exist_ok=True)
+    (env / "data" / "notes" / "gpt-4.1_notes_val200.json").write_bytes(content)
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--contender", "teacher-notes"]), word)
+    nothing_written(env)
+
+
+def test_missing_notes_file(env, capsys):
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--contender", "teacher-notes"]), "not found")
+    nothing_written(env)
+
+
+def test_reports_dir_that_is_a_file(env, capsys):
+    (env / "file").write_text("x")
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "file")]), "is a file")
+
+
+def test_a_model_that_does_not_exist(env, capsys):
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--model", str(env / "missing.gguf")]),
+              "does not exist")
+    nothing_written(env)
+
+
+@pytest.mark.parametrize("line,word", GRADE_ROWS)
+def test_bad_grade_inputs(tmp_path, capsys, line, word):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(line + "\n")
+    one_error(capsys, main(["grade", "--in", str(inp), "--out", str(out)]), word)
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["grade", "--in", "/no/such.jsonl", "--out", "OUT"], "not found"),
+    (["grade", "--in", "IN", "--out", "/no/such/folder/out.jsonl"], "does not exist"),
+    (["grade", "--in", "IN", "--out", "OUT", "--grader", "oracle"], "grader"),
+    (["grade", "--in", "BIN", "--out", "OUT"], "not UTF-8"),
+    (["compare", "EMPTY"], "no finished runs"), (["leaderboard", "EMPTY"], "nothing"),
+    (["model-path", "not-a-model"], "not-a-model"),
+])
+def test_other_commands(tmp_path, capsys, argv, word):
+    (tmp_path / "in.jsonl").write_text('{"question": "q", "gold": "a", "prediction": "a"}\n')
+    (tmp_path / "bin.jsonl").write_bytes(b"\xff\xfe\n")
+    (tmp_path / "empty").mkdir()
+    names = {"IN": "in.jsonl", "OUT": "out.jsonl", "BIN": "bin.jsonl", "EMPTY": "empty"}
+    argv = [str(tmp_path / names[a]) if a in names else a for a in argv]
+    one_error(capsys, main(argv), word)
+
+
+def test_the_corpus_is_large(capsys):
+    n = (len(FLAG_CASES) + len(ARGPARSE_CASES) + len(CONTENDER_FILES) + len(PRESETS) + len(RL_PRESETS)
+         + len(DATA_FILES) + len(NOTES_FILES) + len(GRADE_ROWS) + 7 + 5)
+    assert n >= 100, n
+
+
+def test_number_golds_and_predictions_are_graded_as_text(tmp_path, capsys):
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text('{"question": "q", "gold": 42, "prediction": "42"}\n{"question": "q", "gold": "7", "prediction": 7}\n')
+    assert main(["grade", "--in", str(inp), "--out", str(out)]) == 0
+    assert [json.loads(x)["correct"] for x in out.read_text().splitlines()] == [True, True]
+
+
+def test_a_gold_answer_given_as_a_number_in_the_data_is_accepted(tmp_path):
+    from sealbench.families.squad.data import seal_eval_passages
+
+    data = write_data_dir(tmp_path / "d", [{"title": "t", "context": "c", "questions": [{"question": "q", "answer": 1979}]}])
+    (p,) = seal_eval_passages(1, data)
+    assert p.questions[0].answers == ["1979"]
+
+
+def test_a_bom_is_accepted_in_yaml_and_json(env, tmp_path):
+    from sealbench.registry import load_contender
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes("\ufeffname: c\nfamily: squad\n".encode())
+    assert load_contender(str(path), "squad").name == "c"

@@ -1,0 +1,120 @@
+"""SEAL's RL loop (rl/): keep rules, a round end to end with its artifacts, resume after a kill,
+held-out accuracy per round, and the policy as an artifact a run finds instead of retraining."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import MADE_UP, MADE_UP_2, write_data_dir
+from sealbench import rl
+from sealbench.config import RLConfig, RunConfig
+from sealbench.registry import rl_preset
+from sealbench.rl import loop as rl_loop
+from sealbench.runner import run
+
+
+def test_keep_rule_top1_selects_exactly_the_best_per_item():
+    samples = [{"item_id": "a", "sample": 0, "reward": 0.2}, {"item_id": "a", "sample": 1, "reward": 0.5},
+               {"item_id": "b", "sample": 0, "reward": 0.3}, {"item_id": "b", "sample": 1, "reward": 0.3}]
+    kept = rl.select_kept(samples, None, "top1")
+    assert [(s["item_id"], s["sample"]) for s in kept] == [("a", 1), ("b", 0)]  # ties: lowest index
+
+
+def test_keep_rule_beats_passage_drops_items_not_beating_their_baseline():
+    samples = [{"item_id": "a", "sample": 0, "reward": 0.5}, {"item_id": "b", "sample": 0, "reward": 0.3}]
+    kept = rl.select_kept(samples, {"a": 0.4, "b": 0.3}, "beats-passage")
+    assert [s["item_id"] for s in kept] == ["a"]
+    with pytest.raises(ValueError, match="baselines"):
+        rl.select_kept(samples, None, "beats-passage")
+
+
+def test_keep_rule_all_correct_keeps_every_solved_sample():
+    samples = [{"item_id": "t", "sample": i, "reward": r} for i, r in enumerate([1.0, 0.0, 1.0])]
+    assert [s["sample"] for s in rl.select_kept(samples, None, "all-correct")] == [0, 2]
+
+
+def test_every_rl_preset_validates():
+    for name in ("tiny", "cpu", "gpu", "paper"):
+        cfg = rl_preset(name)
+        assert cfg.family == "squad" and cfg.k >= 1
+    assert rl_preset("gpu").n_items == 50 and rl_preset("gpu").repeats == 3
+
+
+@pytest.fixture
+def setup(tmp_path, tiny):
+    ckpt = tmp_path / "ckpt"
+    tiny.model.save_pretrained(ckpt)
+    tiny.tokenizer.save_pretrained(ckpt)
+    data = write_data_dir(tmp_path / "data", [MADE_UP, MADE_UP_2])
+    cfg = rl_preset("tiny", model=str(ckpt), device="cpu", heldout_items=2, max_new_tokens=8,
+                    max_answer_tokens=4, edits_per_batch=4)
+    return cfg, data, tmp_path / "reports"
+
+
+def test_a_round_end_to_end_writes_every_artifact(setup):
+    cfg, data, reports = setup
+    policy = rl.train(cfg, reports, data, progress=False, say=lambda m: None)
+    r1 = policy.folder / "round_1"
+    for name in ("samples.jsonl", "rewards.jsonl", "kept.json", "policy_adapter.safetensors", "policy.json",
+                 "stats.json", "heldout.jsonl"):
+        assert (r1 / name).exists(), name
+    assert (policy.folder / "round_0" / "heldout.jsonl").exists() and (policy.folder / "COMPLETE").exists()
+    stats = json.loads((r1 / "stats.json").read_text())
+    assert stats["n_samples"] == 4 and stats["n_kept"] == 2 and stats["sft"]["n_pairs"] >= 1
+    rewards = [json.loads(x) for x in (r1 / "rewards.jsonl").read_text().splitlines()]
+    assert all(0.0 <= x["reward"] <= 1.0 for x in rewards)
+    meta = json.loads((r1 / "policy.json").read_text())
+    assert meta["parent_fingerprint"] == "random-0" or len(meta["parent_fingerprint"]) == 16
+    assert policy.fingerprint == meta["fingerprint"] != meta["parent_fingerprint"]
+    table = [json.loads(x) for x in (policy.folder / "summary.jsonl").read_text().splitlines()]
+    metrics = {(t["metric"], t["at"]) for t in table}
+    assert {("reward_all", "round=1"), ("heldout_accuracy", "round=0"), ("heldout_accuracy", "round=1"),
+            ("heldout_diff", "round=1")} <= metrics
+    assert all(t["protocol"] == "rl" and t["task"] == "seal_squad_nocontext" for t in table)
+    # the policy is the base model with the adapter merged: different weights, same shapes
+    loaded = policy.load("cpu", "float32")
+    assert loaded.fingerprint == policy.fingerprint
+
+
+def test_a_killed_round_resumes_at_the_unit_it_stopped_in(setup, monkeypatch):
+    cfg, data, reports = setup
+    calls = {"n": 0}
+    real = type(rl_loop.registry.family(cfg.task).rl).reward
+
+    def dying(self, engine, batch, c, with_notes=True):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, engine, batch, c, with_notes)
+    cfg = cfg.updated(edits_per_batch=1, heldout_items=0)
+    monkeypatch.setattr(type(rl_loop.registry.family(cfg.task).rl), "reward", dying)
+    with pytest.raises(KeyboardInterrupt):
+        rl.train(cfg, reports, data, progress=False, say=lambda m: None)
+    folder = next(reports.glob("seal-rl-*"))
+    assert len((folder / "round_1" / "rewards.jsonl").read_text().splitlines()) == 1
+    monkeypatch.setattr(type(rl_loop.registry.family(cfg.task).rl), "reward", real)
+    done = rl.train(cfg, reports, data, progress=False, say=lambda m: None)
+    rows = [json.loads(x) for x in (done.folder / "round_1" / "rewards.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and len({r["key"] for r in rows}) == 4
+
+
+def test_the_seal_contender_uses_a_policy_trained_once(setup, monkeypatch):
+    cfg, data, reports = setup
+    rounds = {"n": 0}
+    real = rl_loop._round
+
+    def counting(*a, **k):
+        rounds["n"] += 1
+        return real(*a, **k)
+    monkeypatch.setattr(rl_loop, "_round", counting)
+    run_cfg = RunConfig(model=cfg.model, contenders=["passage", "seal"], seal_preset="tiny", n_passages=1, epochs=1,
+                        notes_max_tokens=8, max_answer_tokens=4, data_dir=str(data), reports_dir=str(reports),
+                        device="cpu", edits_per_batch=4)
+    first = run(run_cfg, progress=False, say=lambda m: None)
+    assert rounds["n"] == 1
+    rows = [json.loads(x) for x in (first.folder / "results.jsonl").read_text().splitlines()]
+    seal = [r for r in rows if r["contender"] == "seal"]
+    assert seal and seal[0]["policy_fingerprint"] != "random-0" and seal[0]["self_edits"][0] is not None
+    second = run(run_cfg.updated(n_passages=2), progress=False, say=lambda m: None)
+    assert rounds["n"] == 1 and second.n_reused == 2  # the policy and the first passage's units are reused

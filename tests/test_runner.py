@@ -1,0 +1,208 @@
+"""The runner and the store: plan -> units -> rows -> results table, resume, reuse by content,
+one writer per folder, failures recorded and reported (knowledge family; tiny model unless the
+test is about learning)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import MADE_UP, MADE_UP_2, write_data_dir
+from sealbench.config import RunConfig
+from sealbench.runner import run
+from sealbench.store import RESULTS, RunFolder, StoreError, read_rows
+
+QUIET = dict(progress=False, say=lambda m: None)
+
+
+def synthetic(n: int) -> list[dict]:
+    """n made-up passages with unguessable answers."""
+    out = []
+    for i in range(n):
+        out.append({"title": f"Vorlan {i}", "context": f"The Vorlan tower number {i} was built by Ildra Quen{i} "
+                    f"in {1700 + i} and is {100 + i} metres tall.",
+                    "questions": [{"question": f"Who built Vorlan tower {i}?", "answer": f"Ildra Quen{i}"},
+                                  {"question": f"When was Vorlan tower {i} built?", "answer": str(1700 + i)}]})
+    return out
+
+
+@pytest.fixture
+def data(tmp_path):
+    return write_data_dir(tmp_path / "data", synthetic(5))
+
+
+def cfg(tmp_path, data, **kw) -> RunConfig:
+    base = dict(contenders=["base", "passage"], n_passages=2, epochs=1, max_answer_tokens=4, seed=0,
+                data_dir=str(data), reports_dir=str(tmp_path / "reports"), edits_per_batch=4)
+    return RunConfig(**{**base, **kw})
+
+
+def results(folder: Path) -> list[dict]:
+    return read_rows(folder / RESULTS)
+
+
+def test_run_folder_is_complete_and_a_rerun_computes_nothing(tmp_path, data, tiny):
+    r = run(cfg(tmp_path, data), loaded=tiny, **QUIET)
+    f = r.folder
+    for name in ("config.json", "manifest.json", "results.jsonl", "summary.jsonl", "summary.csv", "summary.md", "COMPLETE"):
+        assert (f / name).exists(), name
+    manifest = json.loads((f / "manifest.json").read_text())
+    assert manifest["models"]["base"]["fingerprint"] == tiny.fingerprint
+    assert {"torch", "transformers", "pydantic"} <= set(manifest["versions"]) and manifest["device_name"]
+    assert r.n_computed == 4 and not r.failures
+    table = [json.loads(line) for line in (f / "summary.jsonl").read_text().splitlines()]
+    acc = [t for t in table if t["metric"] == "accuracy"]
+    assert {t["contender"] for t in acc} == {"base", "passage"} and all(t["n"] == 2 for t in acc)
+    again = run(cfg(tmp_path, data), loaded=tiny, **QUIET)
+    assert again.folder == f and again.n_computed == 0 and len(results(f)) == 4
+
+
+def test_growing_n_passages_computes_only_the_new_passage(tmp_path, data, tiny):
+    first = run(cfg(tmp_path, data, n_passages=3), loaded=tiny, **QUIET)
+    second = run(cfg(tmp_path, data, n_passages=4), loaded=tiny, **QUIET)
+    assert second.folder != first.folder
+    assert (second.n_units, second.n_reused, second.n_computed) == (8, 6, 2)
+    rows = results(second.folder)
+    reused = [r for r in rows if r.get("reused_from")]
+    assert len(reused) == 6 and {r["reused_from"] for r in reused} == {first.folder.name}
+    fresh = [r for r in rows if not r.get("reused_from")]
+    assert len({r["passage_id"] for r in fresh}) == 1
+    old = {r["key"]: r for r in results(first.folder)}
+    assert all(r["questions"] == old[r["key"]]["questions"] for r in reused)
+
+
+def test_adding_a_contender_computes_only_its_units(tmp_path, data, tiny):
+    run(cfg(tmp_path, data, contenders=["base"]), loaded=tiny, **QUIET)
+    r = run(cfg(tmp_path, data, contenders=["base", "passage"]), loaded=tiny, **QUIET)
+    assert (r.n_reused, r.n_computed) == (2, 2)
+
+
+def test_same_config_and_seed_give_the_same_rows(tmp_path, data, tiny):
+    a = run(cfg(tmp_path / "a", data), loaded=tiny, **QUIET)
+    b = run(cfg(tmp_path / "b", data), loaded=tiny, **QUIET)
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("timing", "machine", "finished", "wall_s", "train")}
+                          for r in rows]
+    assert a.folder.name == b.folder.name
+    assert strip(results(a.folder)) == strip(results(b.folder))
+    table = lambda f: [{k: v for k, v in json.loads(x).items() if k != "written"}
+                       for x in (f / "summary.jsonl").read_text().splitlines() if '"_s"' not in x]
+    assert [t for t in table(a.folder) if not t["metric"].endswith("_s") and t["metric"] not in
+            ("seconds_per_edit", "peak_mem_mb")] == [t for t in table(b.folder) if not t["metric"].endswith("_s")
+                                                     and t["metric"] not in ("seconds_per_edit", "peak_mem_mb")]
+
+
+def test_cpt_at_n1_is_the_single_protocols_unit(tmp_path, data, tiny):
+    same = dict(epochs=1, batch_size=1, grad_accum_steps=1, contenders=["passage"])
+    single = run(cfg(tmp_path, data, n_passages=1, **same), loaded=tiny, **QUIET)
+    cpt = run(cfg(tmp_path, data, protocol="cpt", cpt_n=[1, 2], **same), loaded=tiny, **QUIET)
+    (one,) = results(single.folder)
+    rows = {r["n"]: r for r in results(cpt.folder)}
+    assert rows[1]["key"] == one["key"] and rows[1].get("reused_from") == single.folder.name
+    assert len(rows[2]["passage_ids"]) == 2 and rows[2]["n_train_sequences"] == 2
+
+
+def test_continual_matrix_is_lower_triangular(tmp_path, data, tiny):
+    r = run(cfg(tmp_path, data, protocol="continual", contenders=["passage"], steps=3, sequences=2, n_passages=3),
+            loaded=tiny, **QUIET)
+    rows = results(r.folder)
+    assert len(rows) == 2 and all(x["status"] == "ok" for x in rows)
+    for x in rows:
+        m = x["matrix"]
+        assert len(m) == 4 and all(v is not None for v in m[0])
+        assert all((m[k][j] is None) == (j >= k) for k in range(1, 4) for j in range(3))
+    cells = [json.loads(line) for line in (r.folder / "summary.jsonl").read_text().splitlines()]
+    assert {"final_accuracy", "forgetting"} <= {c["metric"] for c in cells}
+
+
+def test_failed_units_are_recorded_and_reported(tmp_path, tiny):
+    notes = [{"title": MADE_UP["title"], "context": MADE_UP["context"], "completions": ["1. a fact"]}]
+    data = write_data_dir(tmp_path / "d", [MADE_UP, MADE_UP_2], notes)
+    spec = tmp_path / "teacher.yaml"
+    spec.write_text("name: teacher\nfamily: squad\nedits: file\nfile: notes/teacher.json\n")
+    r = run(cfg(tmp_path, data, contenders=["base", str(spec)]), loaded=tiny, **QUIET)
+    assert len(r.failures) == 1 and "no notes for passage" in r.failures[0]
+    assert (r.folder / "COMPLETE").exists()  # every unit has a row; the failure is one of them
+    failed = [x for x in results(r.folder) if x["status"] != "ok"]
+    assert len(failed) == 1 and failed[0]["error"]
+
+
+def test_a_second_process_on_the_same_folder_is_refused(tmp_path, data, tiny):
+    first = run(cfg(tmp_path, data), loaded=tiny, **QUIET)
+    config = json.loads((first.folder / "config.json").read_text())
+    with RunFolder.open(tmp_path / "reports", first.folder.name, config):
+        with pytest.raises(StoreError, match=r"is in use by pid \d+"):
+            run(cfg(tmp_path, data), loaded=tiny, **QUIET)
+    assert run(cfg(tmp_path, data), loaded=tiny, **QUIET).n_computed == 0
+
+
+def test_a_corrupt_row_names_file_and_line_and_can_be_quarantined(tmp_path, data, tiny):
+    r = run(cfg(tmp_path, data), loaded=tiny, **QUIET)
+    path = r.folder / RESULTS
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    with pytest.raises(StoreError, match=r"results.jsonl:2 is not a valid row"):
+        read_rows(path)
+    rows = read_rows(path, quarantine=True)
+    assert len(rows) == 4 and (r.folder / "results.jsonl.corrupt").read_text().strip() == "{not json"
+
+
+def test_replaced_weights_at_the_same_path_are_new_results(tmp_path, data):
+    from sealbench.engine.models import load_model, tiny_random_model
+
+    ckpt = tmp_path / "ckpt"
+    for seed in (0, 1):
+        tiny = tiny_random_model(seed)
+        tiny.model.save_pretrained(ckpt)
+        tiny.tokenizer.save_pretrained(ckpt)
+        loaded = load_model(str(ckpt), device="cpu")
+        r = run(cfg(tmp_path, data, model=str(ckpt)), loaded=loaded, **QUIET)
+        if seed == 0:
+            first, fp = r.folder, loaded.fingerprint
+    assert loaded.fingerprint != fp and r.folder != first and r.n_reused == 0
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_lost_or_duplicated_units(tmp_path, data):
+    from sealbench.engine.models import tiny_random_model
+
+    ckpt = tmp_path / "ckpt"
+    tiny = tiny_random_model(0)
+    tiny.model.save_pretrained(ckpt)
+    tiny.tokenizer.save_pretrained(ckpt)
+    reports = tmp_path / "reports"
+    cmd = [sys.executable, "-m", "sealbench.cli", "run", "--model", str(ckpt), "--contender", "base", "passage",
+           "--n-passages", "5", "--epochs", "3", "--max-answer-tokens", "4", "--data-dir", str(data),
+           "--reports-dir", str(reports), "--edits-per-batch", "1", "--threads", "1", "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        files = list(reports.glob("*/results.jsonl"))
+        if files and len(files[0].read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = len(read_rows(files[0]))
+    assert 3 <= done < 10
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    rows = read_rows(files[0])
+    keys = [r["key"] for r in rows]
+    assert len(keys) == len(set(keys)) == 10 and (files[0].parent / "COMPLETE").exists()
+
+
+@pytest.mark.slow
+def test_the_passage_contender_learns_made_up_facts(tmp_path, embedded):
+    data = write_data_dir(tmp_path / "data", [MADE_UP])
+    r = run(RunConfig(contenders=["base", "passage"], n_passages=1, epochs=10, seed=0, data_dir=str(data),
+                      reports_dir=str(tmp_path / "reports")), loaded=embedded, **QUIET)
+    table = {(t["contender"], t["metric"]): t["value"] for t in
+             (json.loads(x) for x in (r.folder / "summary.jsonl").read_text().splitlines())}
+    assert table[("passage", "accuracy")] > table[("base", "accuracy")]
+    assert table[("passage", "accuracy")] >= 0.5
