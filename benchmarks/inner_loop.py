@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import random
 import shutil
 import sys
@@ -209,7 +208,7 @@ def main(argv=None) -> None:
         return pool(*args.pool)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from sealbench.config import data_dir
+    from sealbench.inputs import data_dir
 
     root = data_dir(args.data_dir)
     args.data_root, args.data_dir = str(root), str(root)

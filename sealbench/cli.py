@@ -5,6 +5,7 @@ the config schema (config.py), so a flag, a preset key and a contender field mea
     sealbench run --all --preset smoke|default|gpu|paper
     sealbench train-seal --preset cpu
     sealbench compare reports/          sealbench leaderboard reports/ benchmarks/results/
+    sealbench view reports/<run-id> [--open]
     sealbench grade --in rows.jsonl --out verdicts.jsonl [--grader match]
     sealbench list                      sealbench model-path [MODEL]      sealbench migrate DIR
 
@@ -24,6 +25,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from .config import ConfigError, RLConfig, RunConfig, validate
+from .inputs import read_text
 
 
 class Parser(argparse.ArgumentParser):
@@ -114,6 +116,17 @@ def cmd_run(args) -> int:
         jobs = [validate(RunConfig, given, "sealbench run")]
     set_threads(jobs[0].threads)
     say = _say(args)
+    if args.dry_run:
+        from .estimate import dry_run
+
+        total = 0.0
+        for i, job in enumerate(jobs, 1):
+            if len(jobs) > 1:
+                say(f"[job {i}/{len(jobs)}]")
+            total += dry_run(job, say)["total_s"]
+        if len(jobs) > 1:
+            say(f"all jobs: estimated wall time ~{total / 60:.1f} min")
+        return 0
     failed = 0
     for i, job in enumerate(jobs, 1):
         if len(jobs) > 1:
@@ -148,12 +161,7 @@ def cmd_grade(args) -> int:
     path, out = Path(args.inp), Path(args.out)
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist; create it or pick another path")
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"--in {path} not found") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
+    text = read_text(path, "--in")
     lines = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -178,7 +186,7 @@ def cmd_grade(args) -> int:
 
 def cmd_list(args) -> int:
     from . import registry
-    from .engine.models import MODELS
+    from .engine.checkpoints import MODELS
 
     print("tasks:")
     for name, text in registry.TASKS.items():
@@ -201,7 +209,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_model_path(args) -> int:
-    from .engine.models import model_path
+    from .engine.checkpoints import model_path
 
     print(model_path(args.model))
     return 0
@@ -223,6 +231,8 @@ def _say(args):
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="sealbench", description="Benchmark harness for self-adapting language models "
                                                   "(SEAL and baselines).")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show third-party warnings and weight-loading bars (quiet by default)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     p = sub.add_parser("run", help="run contenders on a task and write reports/<run-id>/",
                        description="Run contenders on a task. The run folder is named after the config; "
@@ -231,6 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all", action="store_true", help="run every job of --preset (presets/all/*.yaml)")
     p.add_argument("--preset", default="default", help="with --all: smoke | default | gpu | paper | path.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (units to compute, reused, SEAL RL rounds) and estimated wall time per "
+                        "phase, then exit; loads no model (a first estimate on a device runs a short calibration)")
     add_settings_flags(p, RunConfig)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("train-seal", help="run SEAL's RL loop (ReST-EM) and cache the policy",
@@ -244,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train_seal)
     for name, text in (("compare", "side-by-side tables and plots of every finished run under DIR"),
                        ("leaderboard", "rank like-for-like results; write leaderboard.md and .html"),
+                       ("view", "browse one run: items, self-edits, answers, verdicts (an HTML page)"),
                        ("migrate", "convert old run folders (summary.json) to the results table")):
         p = sub.add_parser(name, help=text, add_help=False, description=text)
         p.add_argument("rest", nargs=argparse.REMAINDER)
@@ -264,22 +278,47 @@ def build_parser() -> argparse.ArgumentParser:
 def user_errors() -> tuple[type[BaseException], ...]:
     from .edits import EditSourceError
     from .engine.models import ModelLoadError
+    from .executors import ExecutorError
     from .families.arc.data import ArcDataError
     from .families.squad.data import DataError
     from .grading import GraderError
     from .runner import RunError
     from .store import StoreError
 
-    return (ConfigError, DataError, ArcDataError, ModelLoadError, RunError, StoreError, GraderError, EditSourceError)
+    return (ConfigError, DataError, ArcDataError, ModelLoadError, RunError, StoreError, GraderError, EditSourceError,
+            ExecutorError)
+
+
+def _quiet_third_party(verbose: bool) -> None:
+    """Third-party warnings and progress bars only with --verbose (or SEALBENCH_VERBOSE=1)."""
+    import os
+    import warnings
+
+    if verbose:
+        os.environ["SEALBENCH_VERBOSE"] = "1"
+        return
+    if os.environ.get("SEALBENCH_VERBOSE", "").lower() in ("1", "true", "yes"):
+        return
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(transformers|torch|peft)\b")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("compare", "leaderboard", "migrate"):
+    if extra and args.command not in ("compare", "leaderboard", "view", "migrate"):
         # Report an unknown flag against the subcommand's own flags and usage.
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    _quiet_third_party(args.verbose)
     try:
         return args.func(args)
     except user_errors() as err:

@@ -13,16 +13,17 @@ overrides, and the resolved config is what a run records and hashes.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
 FAMILY_PROTOCOLS = {"squad": ("single", "cpt", "continual"), "arc": ("single",)}
 GEOMETRIC = ("identity", "rot90", "rot180", "rot270", "flip_lr", "flip_ud", "transpose", "anti_transpose")
+# The generated ARC tier's rules (families/arc/data.py implements them).
+MINI_RULES = ("color_map", "flip_lr", "flip_ud", "rot180", "transpose", "rot90", "tile_h",
+              "upscale_2x", "gravity", "shift_right")
 NOTE_PROMPTS = ("implications", "implications-long", "rewrite", "self-qa")
 Task = Literal["seal_squad_nocontext", "seal_arc_fewshot", "seal_arc_mini"]
 Style = Literal["plain", "chat", "auto"]
@@ -120,6 +121,17 @@ PROTOCOL_DEFAULTS = {
 }
 
 
+# Machine settings of `--executor ray`, shared by RunConfig and RLConfig (docs/scale-out.md).
+Executor = Literal["local", "ray"]
+EXECUTOR_SETTINGS = {"executor", "ray_address", "gpus_per_worker", "workers"}
+RAY_ADDRESS = Field(None, min_length=1, max_length=500, pattern=r"^(auto|local|ray://\S+|[^\s:/]+:\d{1,5})$",
+                    description="ray: auto (the cluster this node is in) | HOST:PORT | ray://HOST:PORT "
+                                "(unset: $RAY_ADDRESS, else a Ray started on this machine)")
+GPUS_PER_WORKER = Field(None, allow_inf_nan=False, ge=0, le=64,
+                        description="ray: GPUs per worker, fractions share a GPU (auto: 1 if the cluster has GPUs, else 0)")
+WORKERS = Field(None, ge=1, le=4096, description="ray: workers (auto: GPUs / gpus-per-worker, else 2 on CPUs)")
+
+
 class RunConfig(Settings):
     """One `sealbench run`: a task, a protocol, contenders and every setting that decides numbers.
 
@@ -177,6 +189,11 @@ class RunConfig(Settings):
     reports_dir: str = Field("reports", min_length=1, description="where run folders are written")
     allow_failures: bool = Field(False, description="exit 0 even when units failed")
     quarantine_corrupt: bool = Field(False, description="move corrupt rows aside (their units are recomputed)")
+    # --- where batches run (docs/scale-out.md); never part of a result's identity
+    executor: Executor = Field("local", description="local: this process | ray: one Ray actor per GPU (or CPU slot)")
+    ray_address: str | None = RAY_ADDRESS
+    gpus_per_worker: float | None = GPUS_PER_WORKER
+    workers: int | None = WORKERS
 
 
     @property
@@ -200,8 +217,6 @@ class RunConfig(Settings):
     @field_validator("mini_rules")
     @classmethod
     def _rules(cls, v):
-        from .families.arc.data import MINI_RULES
-
         bad = [r for r in v or () if r not in MINI_RULES]
         if bad:
             raise ValueError(f"unknown rule(s) {bad}; use some of {list(MINI_RULES)}")
@@ -250,7 +265,7 @@ class RunConfig(Settings):
     def identity(self) -> dict:
         """The settings that decide numbers (hashed into the run id): machine settings dropped."""
         drop = {"threads", "edits_per_batch", "gen_batch_size", "data_dir", "reports_dir", "allow_failures",
-                "quarantine_corrupt"}
+                "quarantine_corrupt", *EXECUTOR_SETTINGS}
         data = self.resolve().model_dump(mode="json", exclude=drop)
         data["device"], data["dtype"] = device_kind(data["device"], data["dtype"])
         return data
@@ -341,6 +356,10 @@ class RLConfig(Settings):
     mini_size: tuple[int, int] | None = None
     ttt: TTTSettings = TTTSettings()
     edits_per_batch: int | None = Field(None, ge=1, le=4096)
+    executor: Executor = Field("local", description="local: this process | ray: rewards on Ray actors (one per GPU)")
+    ray_address: str | None = RAY_ADDRESS
+    gpus_per_worker: float | None = GPUS_PER_WORKER
+    workers: int | None = WORKERS
 
     @property
     def family(self) -> str:
@@ -354,7 +373,7 @@ class RLConfig(Settings):
         return self
 
     def identity(self) -> dict:
-        data = self.model_dump(mode="json", exclude={"edits_per_batch"})
+        data = self.model_dump(mode="json", exclude={"edits_per_batch", *EXECUTOR_SETTINGS})
         data["device"], data["dtype"] = device_kind(data["device"], data["dtype"])
         return data
 
@@ -376,23 +395,7 @@ def device_kind(device: str, dtype: str) -> tuple[str, str]:
     return kind, dtype
 
 
-# ------------------------------------------------------------------------------------ reading
-DATA_WHERE = ("pass --data-dir, set SEALBENCH_DATA_DIR, or put the data at ../shared/data beside the "
-              "checkout")
-
-
-def data_dir(explicit: str | None = None) -> Path | None:
-    """Where the data is, for every command alike: --data-dir, else $SEALBENCH_DATA_DIR, else
-    `../shared/data` beside the checkout if it exists, else None (the public loaders are tried)."""
-    import os
-
-    value = explicit or os.environ.get("SEALBENCH_DATA_DIR")
-    if value:
-        return Path(value).expanduser()
-    beside = Path(__file__).resolve().parents[2] / "shared" / "data"
-    return beside if beside.is_dir() else None
-
-
+# ------------------------------------------------------------------------------------ validation
 def one_line(err: ValidationError, where: str) -> str:
     """A pydantic error as one line: '<where>: <setting> = <value>: <problem>'."""
     parts = []
@@ -416,33 +419,3 @@ def validate(model: type[Settings], data, where: str):
         return model.model_validate(data)
     except ValidationError as err:
         raise ConfigError(one_line(err, where)) from None
-
-
-def read_yaml(path: Path, what: str):
-    """A YAML file as data; unreadable, non-UTF-8 or malformed files are one ConfigError line."""
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} not found") from None
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
-    except OSError as err:
-        raise ConfigError(f"cannot read {what} {path}: {err.strerror}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{where}: {getattr(err, 'problem', err)}") from None
-
-
-def find_named(folder: Path, name_or_path: str, what: str) -> Path:
-    """A file by name (`folder/<name>.yaml`) or by path; unknown names list what exists."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return path
-    candidate = folder / f"{name_or_path}.yaml"
-    if not candidate.exists():
-        names = ", ".join(p.stem for p in sorted(folder.glob("*.yaml")))
-        raise ConfigError(f"unknown {what} {name_or_path!r}; available: {names} (or a path to a .yaml)")
-    return candidate

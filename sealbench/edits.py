@@ -93,6 +93,20 @@ class EditSources:
             p.key = edit_key(p.contender, p.item, p.ref.index, self.source_id(p.contender), prompt, self.config)
         return p.key
 
+    def key_for(self, contender: ContenderSpec, item, index: int) -> str:
+        """The content key of the `index`-th self-edit of `contender` for `item` (plans use it)."""
+        return self.key(Pending(EditRef(contender.name, item.id, index), contender, item))
+
+    def known_text(self, contender: ContenderSpec, item, index: int) -> str | None:
+        """The self-edit's text when it can be known without a model (file, fixed); None for
+        sampled ones; "" when the source has none for this item."""
+        if contender.edits not in ("file", "fixed"):
+            return None
+        try:
+            return self._fetch(Pending(EditRef(contender.name, item.id, index), contender, item))
+        except EditSourceError:
+            return ""
+
     # ------------------------------------------------------------------ producing
     def produce(self, pending: list[Pending]) -> list[dict]:
         """Rows {key, contender, item_id, index, text, error, generate_s, source} for `pending`."""

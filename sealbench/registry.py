@@ -10,8 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .config import (TASK_FAMILY, ConfigError, ContenderSpec, RLConfig, RunConfig, find_named, read_yaml,
-                     validate)
+from .config import TASK_FAMILY, ConfigError, ContenderSpec, RLConfig, RunConfig, validate
+from .inputs import find_named, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = {

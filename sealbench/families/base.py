@@ -32,6 +32,18 @@ def derive_seed(*parts) -> int:
     return int(hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
+@dataclass
+class Work:
+    """What one unit costs the engine (the dry-run's cost model, estimate.py): training sequence
+    lengths in tokens with their settings, generated rows (max new tokens each), questions answered,
+    and how many adapters it trains in sequence (continual)."""
+    seqs: list[int]
+    train: object | None
+    gen_rows: list[int]
+    questions: int
+    steps: int = 1
+
+
 @dataclass(frozen=True)
 class EditRef:
     """One self-edit a unit needs: the `index`-th self-edit of `contender` for `item`."""

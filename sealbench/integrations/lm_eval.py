@@ -103,14 +103,14 @@ class SealbenchLM(LM):
         raise NotImplementedError("the sealbench model type implements generate_until only; use --model hf")
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from ..runner import _batches
+        from ..executors import batches
 
         passages = self._passages(requests)
         units = FAMILY.plan(self.config, [self.spec], passages, self.sources, self.fingerprints)
         edits = self._edits(units)
         answers: dict[tuple[str, str], str] = {}
         self.last_rows = []
-        for batch in _batches(units, self.engine.k):
+        for batch in batches(units, self.engine.k):
             rows = FAMILY.run(self.engine, batch, edits, self.config, self.grader)
             for u, row in zip(batch, rows):
                 row["key"] = u.key

@@ -1,4 +1,4 @@
-"""`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--no-plots]`: like-for-like rankings.
+"""`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--no-plots] [--check]`: like-for-like rankings.
 
 Finds finished run folders at any depth under each DIR and writes `leaderboard.md` and a
 self-contained `leaderboard.html` (inline CSS, charts as base64 PNGs) into OUT (default: the first
@@ -19,7 +19,9 @@ DIR). Rules:
   config fields that differ are the contender cell's hover text and a details table.
 * A group whose values are all 0 says so instead of drawing a chart; each chart has one metric.
 * Same inputs, same bytes: no timestamps other than the runs' own.
-Nothing to rank is an error (exit 2, one line).
+Nothing to rank is an error (exit 2, one line). `--check` (CI) writes nothing: it rebuilds into a temp
+dir and exits 1 with one line naming the first of OUT's leaderboard.md / leaderboard.html that is
+missing or differs from the fresh build.
 """
 from __future__ import annotations
 
@@ -222,17 +224,46 @@ def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir
             "reference": str(ref_file) if not refs.empty else None, "skipped": skipped}
 
 
+def check(dirs: list[str], out: str | None, data_dir: str | None = None, make_plots: bool = True) -> str:
+    """'' when OUT's leaderboard.md and leaderboard.html equal a fresh build of `dirs` (made in a
+    temp dir; the build is deterministic), else one line naming the first missing or stale file."""
+    out_dir = Path(out) if out else Path(dirs[0])
+    rebuild = " ".join(["sealbench leaderboard", *dirs, "--out", str(out_dir)]
+                       + (["--data-dir", data_dir] if data_dir else []) + ([] if make_plots else ["--no-plots"]))
+    with tempfile.TemporaryDirectory(prefix="sealbench-lb-check-") as tmp:
+        leaderboard(dirs, tmp, data_dir, make_plots=make_plots)
+        for name in ("leaderboard.md", "leaderboard.html"):
+            fresh, committed = (Path(tmp) / name).read_bytes(), out_dir / name
+            if not committed.exists():
+                return f"{committed} is missing: run `{rebuild}` and commit it"
+            old = committed.read_bytes()
+            if old != fresh:
+                line = next((i for i, (a, b) in enumerate(zip(old.split(b"\n"), fresh.split(b"\n")), 1) if a != b),
+                            min(old.count(b"\n"), fresh.count(b"\n")) + 1)
+                return (f"{committed} is stale (differs from a fresh build from line {line}): "
+                        f"run `{rebuild}` and commit it")
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--no-plots]`; exit 2
-    (one line) when nothing can be ranked."""
+    """`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--no-plots] [--check]`; exit 2
+    (one line) when nothing can be ranked; with --check, exit 1 (one line) when OUT's files are stale."""
     p = argparse.ArgumentParser(prog="sealbench leaderboard",
                                 description="Rank like-for-like contenders; write leaderboard.md and .html.")
     p.add_argument("dirs", nargs="*", default=["reports"], metavar="DIR")
     p.add_argument("--out", default=None, help="output folder (default: the first DIR)")
     p.add_argument("--data-dir", default=None, help="where reference/ lives (default $SEALBENCH_DATA_DIR)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 when OUT's leaderboard.md/.html differ from a fresh build (CI)")
     args = p.parse_args(argv)
     try:
+        if args.check:
+            stale = check(args.dirs, args.out, args.data_dir, make_plots=not args.no_plots)
+            print(f"sealbench: error: {stale}" if stale else
+                  f"leaderboard: {Path(args.out or args.dirs[0])}/leaderboard.md and .html are up to date",
+                  file=sys.stderr)
+            return 1 if stale else 0
         w = leaderboard(args.dirs, args.out, args.data_dir, make_plots=not args.no_plots)
     except (EmptyLeaderboard, ValueError) as err:
         print(f"sealbench: error: {err}", file=sys.stderr)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from .. import registry
@@ -58,6 +59,12 @@ def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: s
     return kept
 
 
+def ensure_policy(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=None) -> Policy:
+    """The finished policy for `cfg` from `reports_dir`, training (or resuming) it there first when
+    needed. Runs call this before they start; they never train inside a run."""
+    return train(cfg, reports_dir, data_dir, progress, say)
+
+
 def train(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=None) -> Policy:
     """Run (or resume, or find finished) the RL run of `cfg` under `reports_dir`; its policy."""
     say = say or (lambda m: print(m, file=sys.stderr))
@@ -67,9 +74,9 @@ def train(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=
     heldout = hooks.heldout_items(cfg, data_dir)
     loaded = load_model(cfg.model, cfg.device, cfg.dtype)
     rid = rl_run_id(cfg, loaded.fingerprint)
-    resolved = {"kind": "seal-rl", **cfg.model_dump(mode="json"), "item_ids": [i.id for i in items],
+    resolved = {"kind": "seal-rl", **cfg.identity(), "item_ids": [i.id for i in items],
                 "heldout_ids": [i.id for i in heldout]}
-    with RunFolder.open(reports_dir, rid, resolved) as folder:
+    with RunFolder.open(reports_dir, rid, resolved) as folder, _reward_workers(cfg) as remote:
         if (folder.path / "COMPLETE").exists():
             return Policy.from_folder(folder.path, cfg)
         say(f"SEAL RL run: {folder.path} ({cfg.rounds} round(s), {len(items)} items x k={cfg.k} x {cfg.repeats} repeats)")
@@ -81,7 +88,7 @@ def train(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=
             rdir = folder.path / f"round_{r}"
             rdir.mkdir(exist_ok=True)
             if not (rdir / "policy.json").exists():
-                _round(hooks, folder, rdir, loaded, items, cfg, r, fingerprint, progress)
+                _round(hooks, folder, rdir, loaded, items, cfg, r, fingerprint, progress, remote)
             fingerprint = _apply(loaded, rdir, cfg)
             _heldout(hooks, folder, loaded, heldout, cfg, r, progress)
         rows = _summary_rows(folder, cfg, rid, loaded, heldout, items)
@@ -89,7 +96,8 @@ def train(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=
         return Policy.from_folder(folder.path, cfg)
 
 
-def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, parent: str, progress: bool) -> None:
+def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, parent: str, progress: bool,
+           remote=None) -> None:
     name = rdir.name
     engine = Engine(loaded, cfg.inner_lora, cfg.edits_per_batch)
     start = time.perf_counter()
@@ -109,10 +117,14 @@ def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, pare
     rewards = folder.latest(f"{name}/rewards.jsonl")
     by_id = {i.id: i for i in items}
     todo = [samples[k] for k in samples if k not in rewards]
-    for chunk in _chunks(todo, max(1, engine.k // cfg.repeats)):
-        batch = [(by_id[s["item_id"]], s["text"], derive_seed(cfg.seed, "rl-reward", r, s["key"], rep))
-                 for s in chunk for rep in range(cfg.repeats)]
-        scored = hooks.reward(engine, batch, cfg)
+    k = remote.start_round(folder.path, r, parent) if remote is not None and todo else engine.k
+    chunks = _chunks(todo, max(1, k // cfg.repeats))
+    batches = [[(by_id[s["item_id"]], s["text"], derive_seed(cfg.seed, "rl-reward", r, s["key"], rep))
+                for s in chunk for rep in range(cfg.repeats)] for chunk in chunks]
+    done = (remote.rewards(batches) if remote is not None   # Ray workers with this round's policy, any order
+            else ((n, hooks.reward(engine, batch, cfg)) for n, batch in enumerate(batches)))
+    for i, scored in done:
+        chunk = chunks[i]
         rows = []
         for n, s in enumerate(chunk):
             mine = scored[n * cfg.repeats:(n + 1) * cfg.repeats]
@@ -142,6 +154,24 @@ def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, pare
     adapter = rdir / "policy_adapter.safetensors"
     write_json(rdir / "policy.json", {"round": r, "parent_fingerprint": parent,
                                       "fingerprint": chain_fingerprint(parent, adapter), "written": now_iso()})
+
+
+@contextmanager
+def _reward_workers(cfg: RLConfig):
+    """`--executor ray`: the rewards' Ray workers (executors_ray.RLRewards), else None (this process)."""
+    from ..executors import check_executor
+
+    check_executor(cfg)
+    if cfg.executor != "ray":
+        yield None
+        return
+    from ..executors_ray import RLRewards
+
+    remote = RLRewards(cfg)
+    try:
+        yield remote
+    finally:
+        remote.close()
 
 
 def _sft(loaded, rdir: Path, pairs: list[dict], cfg: RLConfig, r: int) -> dict:

@@ -94,7 +94,9 @@ def policy_config(run: RunConfig, contender) -> RLConfig:
     preset = contender.policy or run.seal_preset or "cpu"
     shared = dict(task=run.task, model=run.model, seed=run.seed, device=run.device, dtype=run.dtype,
                   grader=run.grader, notes_style=run.notes_style, answer_style=run.answer_style,
-                  max_answer_tokens=run.max_answer_tokens, edits_per_batch=run.edits_per_batch)
+                  max_answer_tokens=run.max_answer_tokens, edits_per_batch=run.edits_per_batch,
+                  executor=run.executor, ray_address=run.ray_address, gpus_per_worker=run.gpus_per_worker,
+                  workers=run.workers)
     if run.family == "arc":
         r = run.resolve()
         shared.update(edit_format=run.edit_format, mini_rules=run.mini_rules, mini_size=run.mini_size,
@@ -103,10 +105,3 @@ def policy_config(run: RunConfig, contender) -> RLConfig:
                       max_new_tokens=r.notes_max_tokens or contender.max_new_tokens, k=r.k or contender.k,
                       train_tasks=run.rl_tasks, n_items=run.rl_n_tasks, rounds=1, repeats=1)  # SEAL's ARC RL: one round
     return rl_preset(preset, **shared)
-
-
-def ensure_policy(config: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=None) -> Policy:
-    """The finished policy for `config` from `reports_dir`, training it first when needed."""
-    from .loop import train
-
-    return train(config, reports_dir, data_dir, progress, say)

@@ -23,7 +23,7 @@ try:
 except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO_ROOT))
 
-from sealbench.config import data_dir as _data_dir  # noqa: E402
+from sealbench.inputs import data_dir as _data_dir  # noqa: E402
 from sealbench.families.squad.data import seal_eval_passages  # noqa: E402
 from sealbench.families.squad.prompts import ANSWER_PROMPT, IN_CONTEXT_PROMPT  # noqa: E402
 

@@ -20,6 +20,7 @@ import torch
 
 from ...engine.inner_loop import peak_memory_mb
 from ...report.results import eval_set_id
+from ..base import Work
 from . import metrics, protocol
 from .data import ArcDataError, load_tasks, scorable
 from .episode import ArcEpisode, run_episodes
@@ -91,6 +92,34 @@ class ArcFamily:
 
     def summarize(self, config, plan, rows, common):
         return metrics.summarize(config, plan, rows, common)
+
+    # ------------------------------------------------------------------ cost model (estimate.py)
+    def workload(self, u, config, tokenizer, sources):
+        """What a unit asks of the engine: its TTT examples (a sampled self-edit is assumed to be
+        SEAL's human plan) and its voting prompts with their answer budget."""
+        import json
+
+        from ...config import TrainSettings
+        from .self_edit import ORACLE
+        from .ttt import answer_budget, build_ttt_data, prediction_requests, token_lengths, transforms_of
+
+        (task,) = u.items
+        budget = answer_budget(tokenizer, task.train, config.ttt.max_new_tokens)
+        rows = [budget] * len(prediction_requests(task.train, task.test_inputs, config.ttt))
+        if not u.contender.adapt:
+            return Work([], None, rows, 0)
+        edit = parse_config(json.dumps(u.contender.config)) if u.contender.edits == "fixed" else None
+        cfg = edit.config if edit is not None and edit.valid else ORACLE
+        examples = build_ttt_data(task.train, transforms_of(cfg), config.ttt, seed=0, tokenizer=tokenizer)
+        train = TrainSettings(learning_rate=cfg.learning_rate, epochs=cfg.num_train_epochs,
+                              batch_size=config.ttt.batch_size, max_length=config.ttt.max_length)
+        return Work(token_lengths(tokenizer, examples), train, rows, 0)
+
+    def calibration_prompts(self, items, config, tokenizer) -> list[str]:
+        return []
+
+    def answer(self, engine, prompts, config) -> list[str]:
+        return []
 
 
 FAMILY = ArcFamily()

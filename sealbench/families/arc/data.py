@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ...config import data_dir
+from ...config import MINI_RULES
+from ...inputs import data_dir
 from ..base import stable_hash
 from . import augment as A
 from .grids import Grid, GridError, as_grid, fits, validate_grid
@@ -200,8 +201,6 @@ def _gravity(g: Grid) -> Grid:
 
 
 # rule name -> (function of (grid, params), size range of inputs)
-MINI_RULES = ("color_map", "flip_lr", "flip_ud", "rot180", "transpose", "rot90", "tile_h",
-              "upscale_2x", "gravity", "shift_right")
 
 
 def _mini_rule(rule: str, rng: random.Random):

@@ -38,8 +38,6 @@ def edits_per_task(config: RunConfig, c) -> int:
 def plan(config: RunConfig, contenders: list, tasks: list, sources, fingerprints: dict) -> list[Unit]:
     """The units of an ARC run, task by task, in contender order. `sources` is an edits.EditSources
     (edit keys); `fingerprints` maps "base" / "policy:<name>" to the weights adapted."""
-    from ...edits import Pending
-
     common = settings_identity(config)
     units = []
     for t in tasks:
@@ -49,7 +47,7 @@ def plan(config: RunConfig, contenders: list, tasks: list, sources, fingerprints
             for e in range(edits_per_task(config, c)):
                 refs = [] if c.edits == "none" else [EditRef(c.name, t.id, e)]
                 ident = {"kind": KIND, "model": model, "procedure": what, "task": t.digest,
-                         "edits": [sources.key(Pending(r, c, t)) for r in refs], **common}
+                         "edits": [sources.key_for(c, t, r.index) for r in refs], **common}
                 info = {"task_id": t.id, **({"rule": t.rule} if t.rule else {}), "edit_index": e}
                 units.append(Unit(stable_hash(ident), c, [t], refs, info))
     return units

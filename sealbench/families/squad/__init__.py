@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from ...engine.generate import GenRequest
 from ...report.results import eval_set_id
+from ..base import Work
 from . import metrics, protocols
 from .continual import run_sequences
 from .data import DataError, seal_eval_passages
 from .episode import AnswerSettings, EditError, Episode, build_texts, run_episodes
-from .prompts import self_edit_prompt
+from .prompts import self_edit_prompt, training_texts
 from .rl import SquadRL
 
 
@@ -76,6 +77,40 @@ class SquadFamily:
 
     def summarize(self, config, plan, rows, common):
         return metrics.summarize(config, plan, rows, common)
+
+    # ------------------------------------------------------------------ cost model (estimate.py)
+    def workload(self, u, config, tokenizer, sources):
+        """What a unit asks of the engine: its training sequence lengths (known self-edits are
+        tokenised; sampled ones are assumed to fill their token budget in ~24-token lines)."""
+        c = u.contender
+        questions = sum(len(p.questions) for p in u.items)
+        if not c.adapt:
+            return Work([], None, [], questions)
+        budget = config.notes_max_tokens or c.max_new_tokens
+        seqs = []
+        for p in (u.items[:1] if config.protocol == "continual" else u.items):
+            texts = training_texts(p, [], include_passage=c.include_passage)
+            seqs += [len(tokenizer(t)["input_ids"]) + 1 for t in texts]
+            for ref in [r for r in u.edits if r.item_id == p.id]:
+                known = sources.known_text(c, p, ref.index)
+                if known is None:
+                    seqs += [24 + len(tokenizer(p.title)["input_ids"])] * max(1, budget // 24)
+                else:
+                    seqs += [len(tokenizer(t)["input_ids"]) + 1 for t in training_texts(p, [known], c.prompt, False)]
+        if config.protocol == "continual":
+            k = config.steps
+            return Work(seqs, config.train_settings(), [], questions // max(k, 1) * (k + k * (k + 1) // 2), steps=k)
+        return Work(seqs, config.train_settings(), [], questions)
+
+    def calibration_prompts(self, items, config, tokenizer) -> list[str]:
+        from ...engine.inner_loop import format_prompt
+        from .prompts import answer_prompt
+
+        return [format_prompt(tokenizer, answer_prompt(p, q), config.answer_style) for p in items for q in p.questions]
+
+    def answer(self, engine, prompts: list[str], config) -> list[str]:
+        answer = AnswerSettings(config.answer_style, config.max_answer_tokens)
+        return engine.generate([GenRequest(x, None, answer.max_tokens) for x in prompts], stop_strings=list(answer.stops))
 
 
 FAMILY = SquadFamily()

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...config import DATA_WHERE, data_dir
+from ...inputs import DATA_WHERE, data_dir, read_text
 
 
 class DataError(RuntimeError):
@@ -88,16 +88,7 @@ def _parse_passages(raw, source: str, split: str) -> list[Passage]:
 
 def read_json(path: Path, what: str = "data file"):
     """A JSON file read as UTF-8 (BOM accepted); every failure is one DataError line."""
-    try:
-        text = Path(path).read_bytes().decode("utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(f"{what} {path} not found; {WHERE}") from None
-    except IsADirectoryError:
-        raise DataError(f"{what} {path} is a folder, not a JSON file") from None
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path} is not UTF-8 text (bad byte at offset {err.start}); save it as UTF-8") from None
-    except OSError as err:
-        raise DataError(f"cannot read {what} {path}: {err.strerror}") from None
+    text = read_text(path, what, DataError, WHERE)
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:

@@ -44,7 +44,8 @@ def plan(config: RunConfig, contenders: list, passages: list, sources, fingerpri
 
     def unit(c, items, edits, info, kind="episode", extra=None):
         model = fingerprints["policy:" + c.name] if c.edits == "policy" else fingerprints["base"]
-        edit_keys = [sources.key(_pending(sources, c, items, ref)) for ref in edits]
+        by_id = {p.id: p for p in items}
+        edit_keys = [sources.key_for(c, by_id[ref.item_id], ref.index) for ref in edits]
         ident = {"kind": kind, "model": model, "procedure": procedure(c), "items": [p.digest for p in items],
                  "edits": edit_keys, **common, **(extra or {})}
         units.append(Unit(stable_hash(ident), c, list(items), list(edits), info))
@@ -83,9 +84,3 @@ def sequences(config: RunConfig, pool: int) -> list[list[int]]:
     return [random.Random(derive_seed(config.seed, "continual-sequence", s)).sample(range(pool), config.steps)
             for s in range(config.sequences)]
 
-
-def _pending(sources, c, items, ref):
-    from ...edits import Pending
-
-    item = next(p for p in items if p.id == ref.item_id)
-    return Pending(ref, c, item)
