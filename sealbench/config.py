@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .grading.answers import ANSWER_STOPS
+
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
 FAMILY_PROTOCOLS = {"squad": ("single", "cpt", "continual"), "arc": ("single",)}
@@ -167,6 +169,8 @@ class RunConfig(Settings):
     # --- answering
     answer_style: Style = Field("plain", description="answer prompt: SEAL's plain text or inside the chat template")
     max_answer_tokens: int = Field(64, ge=1, le=4096, description="max new tokens of an answer")
+    answer_stops: tuple[str, ...] = Field(ANSWER_STOPS, description="an answer ends at the first of these "
+                                          "(grading/answers.py; the raw text is kept in the row)")
     # --- ARC
     arc_tasks: str | None = Field(None, description="ARC task set: seal-eval | seal-train | arc-eval | mini | path.json")
     n_tasks: int | None = Field(None, ge=1, le=100_000, description="ARC: first N tasks (mini: how many to generate)")
@@ -347,6 +351,7 @@ class RLConfig(Settings):
     notes_style: Style = "auto"
     answer_style: Style = "plain"
     max_answer_tokens: int = Field(64, ge=1, le=4096)
+    answer_stops: tuple[str, ...] = ANSWER_STOPS
     inner: TrainSettings = TrainSettings()
     inner_lora: LoRASettings = LoRASettings()
     sft: TrainSettings = TrainSettings(learning_rate=3e-4, epochs=2)

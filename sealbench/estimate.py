@@ -6,7 +6,8 @@ compute, self-edits to sample, SEAL RL rounds a `seal` contender will trigger. W
 comes from a cost model of the engine, simulated batch by batch exactly as the runner will batch:
 
 * training: each micro-step of a batch of K edits costs `a + b x padded tokens` per forward pass
-  (engine/train.py splits a step into passes the same way, `buckets`);
+  (engine/train.py splits a step into passes the same way, `buckets`) and `c` per adapter its
+  optimizer step updates;
 * answering and sampling: `g` seconds per generated token per row, `q` per answered question.
 
 The rates are measured once per (device, model, K, threads) by a short calibration (a few training
@@ -33,7 +34,8 @@ from .store import RESULTS, SELF_EDITS, cached_rows, device_name, read_rows
 class Rates:
     a: float            # seconds per forward/backward pass (fixed part)
     b: float            # seconds per padded token of a pass
-    g: float            # seconds per generated token per row
+    c: float            # seconds per adapter updated by an optimizer step
+    g: float            # seconds per generated token per row (rows batched)
     q: float            # seconds per answered question (batched, real answer settings)
     load_s: float       # loading the model
 
@@ -52,6 +54,7 @@ def simulate_training(works: list[Work], k: int, rates: Rates, overhead: int) ->
                 widths = [max(w.seqs[i] for i in micro.indices) + 1 for w, micro in live]
                 for part in buckets(widths, m, overhead):
                     total += rates.a + rates.b * m * len(part) * max(widths[g] for g in part)
+                total += rates.c * sum(micro.step_after for _, micro in live)
     return total
 
 
@@ -168,7 +171,8 @@ def calibrate(cfg, p, location, fingerprint: str, reports: Path) -> Rates:
     `<reports>/.calibration.json`, else measured now (~20-60 s on a CPU)."""
     import torch
 
-    key = f"{device_name(cfg.device if cfg.device != 'auto' else 'cpu')}|{fingerprint}|{cfg.edits_per_batch}|{torch.get_num_threads()}"
+    key = (f"v3|{device_name(cfg.device if cfg.device != 'auto' else 'cpu')}|{fingerprint}|{cfg.edits_per_batch}|"
+           f"{torch.get_num_threads()}")
     path = reports / ".calibration.json"
     known = json.loads(path.read_text()) if path.exists() else {}
     if key in known:
@@ -192,27 +196,31 @@ def _measure(cfg, p) -> Rates:
     load_s = time.perf_counter() - start
     engine = Engine(loaded, cfg.lora_settings(), cfg.edits_per_batch, cfg.gen_batch_size)
     k = min(engine.k, 4)
-    short, long = "Calibration\n" + "word " * 12, "Calibration\n" + "word " * 200
-    timings = []
-    for text in (short, short, long):  # the first call warms up; then a short and a long pass
-        jobs = [EditJob([text], TrainSettings(epochs=1), i) for i in range(k)]
+
+    def step(n_edits: int, words: int) -> tuple[float, int]:
+        """One micro-step of n edits with one sequence each: (seconds, padded tokens)."""
+        text = "Calibration\n" + "word " * words
+        jobs = [EditJob([text], TrainSettings(epochs=1), i) for i in range(n_edits)]
         t = time.perf_counter()
         engine.train(jobs)
-        timings.append(time.perf_counter() - t)
-    n_short = k * (len(engine.tokenizer(short)["input_ids"]) + 1)
-    n_long = k * (len(engine.tokenizer(long)["input_ids"]) + 1)
-    b = max(1e-7, (timings[2] - timings[1]) / max(1, n_long - n_short))
-    a = max(1e-4, timings[1] - b * n_short)
+        return time.perf_counter() - t, n_edits * (len(engine.tokenizer(text)["input_ids"]) + 1)
+
+    step(k, 12)  # warm-up
+    # t = a + b * tokens + c * edits, measured at the sizes real passes have (a few hundred tokens:
+    # per-token cost falls with pass size on a CPU), each point the better of two tries
+    (t1, n1), (t2, n2), (t3, n3) = (min(step(*x) for _ in range(2)) for x in ((1, 12), (k, 12), (k, 160)))
+    b = max(1e-6, (t3 - t2) / max(1, n3 - n2))
+    c = max(0.0, (t2 - t1 - b * (n2 - n1)) / max(1, k - 1))
+    a = max(1e-4, t1 - b * n1 - c)
     rows = [GenRequest(format_prompt(engine.tokenizer, "Write a long list of facts about rivers:\n1.", "plain"),
-                       None, 32, 1.0, 1.0, seed) for seed in range(4)]
+                       None, 32, 1.0, 1.0, seed) for seed in range(16)]
     t = time.perf_counter()
     out = engine.generate(rows)
-    gen_tokens = max(1, sum(len(engine.tokenizer(x)["input_ids"]) for x in out))
-    g = (time.perf_counter() - t) / gen_tokens
-    questions = p.family.calibration_prompts(p.items, cfg, engine.tokenizer)[:8]
+    g = (time.perf_counter() - t) / max(1, sum(len(engine.tokenizer(x)["input_ids"]) for x in out))
+    questions = p.family.calibration_prompts(p.items, cfg, engine.tokenizer)[:32]
     t = time.perf_counter()
     if questions:
         p.family.answer(engine, questions, cfg)
     q = (time.perf_counter() - t) / max(1, len(questions))
     engine.close()
-    return Rates(a, b, g, q, load_s)
+    return Rates(a, b, c, g, q, load_s)

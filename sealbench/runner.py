@@ -100,7 +100,8 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     cfg = p.config
     check_executor(cfg)  # e.g. --executor ray without Ray: one line before any model loads
     base_loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype)
-    policies = _policies(p, progress, say)
+    bar = _overall_bar(p, base_loaded.fingerprint, progress)   # one bar and ETA: RL edits, then units
+    policies = _policies(p, bar, say)
     fingerprints = {"base": base_loaded.fingerprint, **{f"policy:{n}": q.fingerprint for n, q in policies.items()}}
     engines: dict = {"base": lambda: Engine(base_loaded, cfg.lora_settings(), cfg.edits_per_batch, cfg.gen_batch_size)}
     for name, policy in policies.items():
@@ -130,8 +131,11 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 f"here, {len(reused)} reused from other runs, {len(pending)} to compute; {_threads()} torch "
                 f"thread(s))")
             if pending:
+                bar.total += len(pending)
+                bar.set_description("self-edits")
+                bar.refresh()
                 edits = _edits(folder, pending, sources, cfg.reports_dir)
-                _compute(executor, folder, pending, edits, progress)
+                _compute(executor, folder, pending, edits, bar)
             latest = folder.latest(RESULTS)
             rows_by_key = {u.key: latest[u.key] for u in plan if u.key in latest}
             common = {"run_id": rid, "task": cfg.task, "protocol": cfg.protocol, "model": base_loaded.name,
@@ -145,6 +149,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 folder.finish(table, markdown)
     finally:
         executor.close()
+        bar.close()
     return RunResult(folder.path, table, markdown, len(plan), len(reused), len(pending), failures)
 
 
@@ -217,18 +222,23 @@ def _edits(folder: RunFolder, units: list, sources: EditSources, reports_dir) ->
     return {uk: [(ref, have[k]) for ref, k in pairs] for uk, pairs in per_unit.items()}
 
 
-def _compute(executor, folder: RunFolder, pending: list, edits: dict, progress: bool) -> None:
-    """Every pending unit through the executor; rows appended (fsynced) as each batch finishes."""
+def _overall_bar(p: Prepared, fingerprint: str, progress: bool):
+    """The run's one progress bar: inner-loop edits of SEAL RL rounds still to train, then units."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(pending), desc="units", unit="unit", disable=not progress, dynamic_ncols=True)
-    try:
-        for batch, rows in executor.run(pending, edits):
-            folder.append(RESULTS, rows)
-            bar.set_postfix_str(batch[-1].label[:40])
-            bar.update(len(batch))
-    finally:
-        bar.close()
+    from .rl.loop import remaining_edits
+
+    total = sum(remaining_edits(rl, p.config.reports_dir, fingerprint) for rl in p.rl_configs.values())
+    return tqdm(total=total, desc="units", unit="edit", disable=not progress, dynamic_ncols=True)
+
+
+def _compute(executor, folder: RunFolder, pending: list, edits: dict, bar) -> None:
+    """Every pending unit through the executor; rows appended (fsynced) as each batch finishes."""
+    bar.set_description("units")
+    for batch, rows in executor.run(pending, edits):
+        folder.append(RESULTS, rows)
+        bar.set_postfix_str(batch[-1].label[:40])
+        bar.update(len(batch))
 
 
 def _grader(cfg):

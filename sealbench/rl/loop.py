@@ -59,14 +59,24 @@ def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: s
     return kept
 
 
-def ensure_policy(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=None) -> Policy:
+def ensure_policy(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) -> Policy:
     """The finished policy for `cfg` from `reports_dir`, training (or resuming) it there first when
     needed. Runs call this before they start; they never train inside a run."""
     return train(cfg, reports_dir, data_dir, progress, say)
 
 
-def train(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=None) -> Policy:
-    """Run (or resume, or find finished) the RL run of `cfg` under `reports_dir`; its policy."""
+def remaining_edits(cfg: RLConfig, reports_dir, base_fingerprint: str) -> int:
+    """Inner-loop reward edits still to run for `cfg` (rounds without a policy), for progress bars."""
+    folder = Path(reports_dir) / rl_run_id(cfg, base_fingerprint)
+    if (folder / "COMPLETE").exists():
+        return 0
+    todo = sum(not (folder / f"round_{r}" / "policy.json").exists() for r in range(1, cfg.rounds + 1))
+    return todo * cfg.n_items * cfg.k * cfg.repeats
+
+
+def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) -> Policy:
+    """Run (or resume, or find finished) the RL run of `cfg` under `reports_dir`; its policy.
+    `progress`: a bool, or a tqdm bar to advance (a run's one overall bar)."""
     say = say or (lambda m: print(m, file=sys.stderr))
     fam = registry.family(cfg.task)
     hooks = fam.rl
@@ -83,6 +93,8 @@ def train(cfg: RLConfig, reports_dir, data_dir=None, progress: bool = True, say=
         if not (folder.path / "manifest.json").exists():
             folder.write_manifest(build_manifest(resolved, {"base": loaded.describe()}, loaded.device))
         fingerprint = loaded.fingerprint
+        progress = progress if hasattr(progress, "update") else _bar(
+            remaining_edits(cfg, reports_dir, loaded.fingerprint), progress)
         _heldout(hooks, folder, loaded, heldout, cfg, 0, progress)
         for r in range(1, cfg.rounds + 1):
             rdir = folder.path / f"round_{r}"
@@ -133,6 +145,8 @@ def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, pare
                          "rewards": [m["reward"] for m in mine], "details": [m.get("details") for m in mine]})
         folder.append(f"{name}/rewards.jsonl", rows)
         rewards.update({row["key"]: row for row in rows})
+        progress.set_description(f"SEAL RL round {r}")
+        progress.update(len(rows) * cfg.repeats)
     reward_s = time.perf_counter() - start - sample_s
     scored = [rewards[f"{i.id}|{j}"] for i in items for j in range(cfg.k)]
     baselines = hooks.baselines(engine, items, cfg, r) if cfg.keep == "beats-passage" else None
@@ -250,6 +264,12 @@ def _summary_rows(folder, cfg: RLConfig, rid: str, loaded, heldout: list, items:
                                      vs="round=0", value=d["mean"], ci_low=d["ci_low"], ci_high=d["ci_high"],
                                      p_value=d["p_value"], n=d["n"], unit="passages"))
     return rows
+
+
+def _bar(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="SEAL RL", unit="edit", disable=not enabled, dynamic_ncols=True)
 
 
 def _chunks(xs: list, n: int) -> list[list]:

@@ -105,7 +105,9 @@ class ArcFamily:
 
         (task,) = u.items
         budget = answer_budget(tokenizer, task.train, config.ttt.max_new_tokens)
-        rows = [budget] * len(prediction_requests(task.train, task.test_inputs, config.ttt))
+        # a prediction stops at the grid's end marker: about the longest demo answer (the budget is
+        # 1.5x that + 16 tokens, ttt.answer_budget)
+        rows = [max(1, int((budget - 16) / 1.5))] * len(prediction_requests(task.train, task.test_inputs, config.ttt))
         if not u.contender.adapt:
             return Work([], None, rows, 0)
         edit = parse_config(json.dumps(u.contender.config)) if u.contender.edits == "fixed" else None

@@ -52,7 +52,7 @@ class SquadFamily:
         else:
             episodes = [self._episode(u, edits.get(u.key, []), config) for u in units]
             rows = run_episodes(engine, episodes, config.train_settings(),
-                                AnswerSettings(config.answer_style, config.max_answer_tokens), grader)
+                                AnswerSettings(config.answer_style, config.max_answer_tokens, config.answer_stops), grader)
         for u, row in zip(units, rows):
             pairs = edits.get(u.key, [])
             row.update(contender=u.contender.name, **u.info, passage_ids=[p.id for p in u.items], seed=u.seed,
@@ -109,7 +109,7 @@ class SquadFamily:
         return [format_prompt(tokenizer, answer_prompt(p, q), config.answer_style) for p in items for q in p.questions]
 
     def answer(self, engine, prompts: list[str], config) -> list[str]:
-        answer = AnswerSettings(config.answer_style, config.max_answer_tokens)
+        answer = AnswerSettings(config.answer_style, config.max_answer_tokens, config.answer_stops)
         return engine.generate([GenRequest(x, None, answer.max_tokens) for x in prompts], stop_strings=list(answer.stops))
 
 

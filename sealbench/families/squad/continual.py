@@ -28,7 +28,7 @@ def run_sequences(engine: Engine, units: list, notes: dict, config, grader) -> l
     `notes[(unit key, passage id)]` is the self-edit text (None: the edit failed) for adapting
     contenders with self-edits; contenders without train on the passage alone."""
     bank, train = engine.bank, config.train_settings()
-    answer = AnswerSettings(config.answer_style, config.max_answer_tokens)
+    answer = AnswerSettings(config.answer_style, config.max_answer_tokens, config.answer_stops)
     K = config.steps
     start = time.perf_counter()
     bank.clear_history()

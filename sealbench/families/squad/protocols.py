@@ -23,7 +23,7 @@ from .episode import AnswerSettings
 def settings_identity(config: RunConfig) -> dict:
     """The settings every knowledge unit's result depends on."""
     ident = config.identity()
-    answer = AnswerSettings(config.answer_style, config.max_answer_tokens)
+    answer = AnswerSettings(config.answer_style, config.max_answer_tokens, config.answer_stops)
     return {"train": config.train_settings().model_dump(mode="json"),
             "lora": config.lora_settings().model_dump(mode="json"),
             "answer": {"style": answer.style, "max_tokens": answer.max_tokens, "stops": list(answer.stops)},

@@ -35,7 +35,7 @@ class SquadRL:
         episodes = [Episode(stable_hash([p.id, text, seed]), [p],
                             training_texts(p, [text] if with_notes else [], cfg.prompt), seed)
                     for p, text, seed in batch]
-        rows = run_episodes(engine, episodes, cfg.inner, AnswerSettings(cfg.answer_style, cfg.max_answer_tokens),
+        rows = run_episodes(engine, episodes, cfg.inner, AnswerSettings(cfg.answer_style, cfg.max_answer_tokens, cfg.answer_stops),
                             get_grader(cfg.grader))
         return [{"reward": r.get("accuracy", 0.0) if r["status"] == "ok" else 0.0,
                  "details": {"error": r["error"], "train_s": r["timing"]["train_s"],
