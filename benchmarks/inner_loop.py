@@ -44,7 +44,7 @@ from sealbench.families.squad.episode import AnswerSettings, Episode, run_episod
 from sealbench.families.squad.prompts import answer_prompt, training_texts  # noqa: E402
 from sealbench.grading import cut_answer, get_grader  # noqa: E402
 from sealbench.stats import mean_ci, paired_difference  # noqa: E402
-from sealbench.store import device_name  # noqa: E402
+from sealbench.store import device_name, machine_load  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -187,7 +187,8 @@ def _result(args, loaded, style, k, edits, seconds, steps, per_passage, n_questi
             "seconds_per_edit": seconds / max(edits, 1), "speedup_vs_seal_style": None, "accuracy": acc["mean"],
             "accuracy_ci": [acc["ci_low"], acc["ci_high"]], "n_passages": acc["n"], "n_questions": n_questions,
             "peak_memory_mb": round(peak_mb(loaded.device), 1), "failed_edits": failures, "model": loaded.name,
-            "dtype": loaded.dtype, "torch_threads": torch.get_num_threads(), "per_passage": per_passage,
+            "dtype": loaded.dtype, "torch_threads": torch.get_num_threads(), "machine": machine_load(),
+            "per_passage": per_passage,
             "first_passage": args.first}
 
 

@@ -239,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "finished units of any earlier run with the same content are reused. "
                                    "Unset settings take the protocol's defaults.")
     p.add_argument("--all", action="store_true", help="run every job of --preset (presets/all/*.yaml)")
-    p.add_argument("--preset", default="default", help="with --all: smoke | default | gpu | paper | path.yaml")
+    p.add_argument("--preset", default="default", help="with --all: smoke | default | paper | path.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (units to compute, reused, SEAL RL rounds) and estimated wall time per "

@@ -59,6 +59,12 @@ def test_ttt_data_augments_dedups_and_caps(tiny):
     assert all(n <= max(limit, 64) for n in token_lengths(tiny.tokenizer, short))
 
 
+def test_a_task_with_no_pseudo_tasks_has_no_token_lengths(tiny):
+    """The --dry-run workload of a task whose demos leave no TTT examples (paper preset, mini tier)."""
+    assert build_ttt_data(DEMOS[:1], [A.IDENTITY], TTTSettings(leave=(1,))) == []
+    assert token_lengths(tiny.tokenizer, []) == []
+
+
 def test_output_token_masking_through_the_engine_encoding(tiny):
     """TTT texts as the engine encodes them: prompt and answer tokenised apart (as at prediction),
     EOS appended, the prompt out of the loss for output-token training, in it for all-token."""

@@ -56,10 +56,11 @@ class RowSampler:
         self.temps = torch.tensor(temperatures, dtype=torch.float32, device=device)
         self.top_ps = torch.tensor(top_ps, dtype=torch.float32, device=device)
         self.sampled = self.temps > 0
+        self.any_sampled = any(t > 0 for t in temperatures)  # known on the host: no wait per step
         self.prompt_length = prompt_length
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if not bool(self.sampled.any()):
+        if not self.any_sampled:
             return scores
         step = input_ids.shape[1] - self.prompt_length
         logits = scores.float() / torch.where(self.sampled, self.temps, 1.0)[:, None]

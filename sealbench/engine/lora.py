@@ -42,9 +42,10 @@ class Routing:
         # Slots 0..G-1 in order, one group each: the stacked tensors are used as they are (no gather).
         self.identity = list(slots) == list(range(len(slots))) and len(slots) == n_slots
         self.prefix = list(slots) == list(range(len(slots)))
-        self.slots = torch.tensor([0 if s is None else s for s in slots], dtype=torch.long, device=device)
+        # Built on the host and copied without waiting for the GPU (a plain copy would synchronise).
+        self.slots = None if self.prefix else to_device([0 if s is None else s for s in slots], torch.long, device)
         # Base-model groups run through slot 0 with their delta multiplied by exact zero.
-        self.keep = (torch.tensor([s is not None for s in slots], device=device)[:, None, None]
+        self.keep = (to_device([s is not None for s in slots], torch.bool, device)[:, None, None]
                      if any(s is None for s in slots) else None)
 
     def pick(self, stacked: torch.Tensor) -> torch.Tensor:
@@ -89,10 +90,12 @@ class LoRALinear(nn.Module):
         n_rows = x.shape[0]
         per_row = x.numel() // (n_rows * d_in)            # tokens per row
         xs = x.reshape(route.n_groups, route.rows_per_group * per_row, d_in)
-        a, b = bank.factors(self.index)                   # (slots, d_in, r), (slots, r, d_out), fp32
-        # The adapters are fp32 (master weights, gradients and AdamW moments); their matmuls run in
-        # the model's dtype, so a bf16 model keeps no fp32 copy of its activations (mixed precision).
-        a, b = route.pick(a).to(x.dtype), route.pick(b).to(x.dtype)
+        # (slots, d_in, r), (slots, r, d_out) in the model's dtype: the fp32 master adapters' copy
+        # for this pass (mixed precision; see AdapterBank.route).
+        a, b = bank.compute_factors(self.index)
+        if a.dtype != x.dtype:  # a bank without a compute copy under a model of another dtype
+            a, b = a.to(x.dtype), b.to(x.dtype)
+        a, b = route.pick(a), route.pick(b)
         delta = torch.bmm(torch.bmm(xs, a), b)
         hist = bank.history[self.index]
         if hist is not None:
@@ -131,13 +134,17 @@ class AdapterBank:
         self.A = torch.zeros(rows, self.a_offsets[-1], device=device, dtype=dtype)
         self.B = torch.zeros(rows, self.b_offsets[-1], device=device, dtype=dtype)
         self.A_grad, self.B_grad = torch.zeros_like(self.A), torch.zeros_like(self.B)
-        self._a_params, self._b_params = [], []
-        for i, (d_in, d_out) in enumerate(self.shapes):
-            for flat, grad, offsets, shape, out in ((self.A, self.A_grad, self.a_offsets, (rows, d_in, r), self._a_params),
-                                                    (self.B, self.B_grad, self.b_offsets, (rows, r, d_out), self._b_params)):
-                param = nn.Parameter(flat[:, offsets[i]:offsets[i + 1]].view(shape))
-                param.grad = grad[:, offsets[i]:offsets[i + 1]].view(shape)
-                out.append(param)
+        self._a_params, self._b_params = self._leaves(self.A, self.A_grad, self.B, self.B_grad)
+        # A model in lower precision than the adapters computes with a copy of them in its own dtype,
+        # refreshed once per pass (`route`), whose gradients are added to the fp32 ones once per pass
+        # (`collect_gradients`): two kernels for the whole model instead of a cast (and a cast back
+        # in backward) per layer. The numbers are those of casting per layer.
+        self.compute_dtype = next(model.parameters()).dtype
+        self._shadow = None
+        if self.compute_dtype != dtype:
+            a, b = self.A.to(self.compute_dtype), self.B.to(self.compute_dtype)
+            a_grad, b_grad = torch.zeros_like(a), torch.zeros_like(b)
+            self._shadow = (a, b, a_grad, b_grad, *self._leaves(a, a_grad, b, b_grad))
         # PEFT's init of A: kaiming_uniform(a=sqrt(5)) on (r, d_in) = U(-1/sqrt(d_in), 1/sqrt(d_in)).
         self._a_bound = torch.cat([torch.full((d_in * r,), 1.0 / math.sqrt(d_in), dtype=dtype)
                                    for d_in, _ in self.shapes]).to(device)
@@ -157,13 +164,43 @@ class AdapterBank:
         """(values, gradients) flat buffers, each (n_slots, n): what the optimizer updates."""
         return [(self.A, self.A_grad), (self.B, self.B_grad)]
 
+    def _leaves(self, a_flat, a_grad, b_flat, b_grad) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """Per-layer leaf parameters viewing flat (slots, ΣA) / (slots, ΣB) buffers, their .grad
+        views into the flat gradient buffers."""
+        a_params, b_params, rows, r = [], [], self.n_slots, self.lora.r
+        for i, (d_in, d_out) in enumerate(self.shapes):
+            for flat, grad, offsets, shape, out in ((a_flat, a_grad, self.a_offsets, (rows, d_in, r), a_params),
+                                                    (b_flat, b_grad, self.b_offsets, (rows, r, d_out), b_params)):
+                param = nn.Parameter(flat[:, offsets[i]:offsets[i + 1]].view(shape))
+                param.grad = grad[:, offsets[i]:offsets[i + 1]].view(shape)
+                out.append(param)
+        return a_params, b_params
+
     def factors(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer `index`'s (A, B): (n_slots, d_in, r) and (n_slots, r, d_out) leaves."""
         return self._a_params[index], self._b_params[index]
 
+    def compute_factors(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer `index`'s (A, B) in the model's dtype, for a forward pass inside `route`."""
+        if self._shadow is None:
+            return self.factors(index)
+        return self._shadow[4][index], self._shadow[5][index]
+
+    def collect_gradients(self) -> None:
+        """After a backward pass: add the compute copy's gradients into the fp32 gradients."""
+        if self._shadow is not None:
+            _, _, a_grad, b_grad, _, _ = self._shadow
+            self.A_grad.add_(a_grad)
+            self.B_grad.add_(b_grad)
+            a_grad.zero_()
+            b_grad.zero_()
+
     def zero_grad(self) -> None:
         self.A_grad.zero_()
         self.B_grad.zero_()
+        if self._shadow is not None:
+            self._shadow[2].zero_()
+            self._shadow[3].zero_()
 
     @property
     def n_parameters_per_slot(self) -> int:
@@ -194,6 +231,10 @@ class AdapterBank:
     def route(self, routing: Routing | None):
         """Run the model with rows routed to slots inside this block (None: the base model)."""
         previous, self.routing = self.routing, routing
+        if routing is not None and self._shadow is not None:
+            with torch.no_grad():
+                self._shadow[0].copy_(self.A)
+                self._shadow[1].copy_(self.B)
         try:
             yield
         finally:
@@ -229,6 +270,14 @@ class AdapterBank:
         for parent, attr, module in self._installed:
             setattr(parent, attr, module)
         self._installed = []
+
+
+def to_device(values: list, dtype, device) -> torch.Tensor:
+    """A small host list on the device without waiting for the GPU (pinned, non-blocking)."""
+    t = torch.tensor(values, dtype=dtype)
+    if str(device).startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t
 
 
 def _offsets(sizes: list[int]) -> list[int]:

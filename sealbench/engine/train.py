@@ -24,9 +24,10 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..config import TrainSettings
-from .lora import AdapterBank, Routing
+from .lora import AdapterBank, Routing, to_device
 
 # What one more forward/backward pass costs, in padded tokens: on a GPU a pass of a ~135M model is
 # ~25k kernel launches (~0.2 s of host time on an H200 host, measured), about what 65k tokens of
@@ -35,6 +36,10 @@ GPU_PASS_TOKENS = 65536
 CPU_PASS_TOKENS = 64
 
 Text = str | tuple  # a plain string (loss on every token) or (prompt, completion[, loss_on_prompt])
+
+
+# Attention kernels for training passes (group_losses): flash, memory-efficient, or plain math.
+_TRAIN_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class TrainingError(RuntimeError):
@@ -161,15 +166,15 @@ class BatchedAdamW:
         grads = [g[rows] for g in self.grads]
         if max_norm is not None:  # torch.nn.utils.clip_grad_norm_, per slot
             norm = torch.sqrt(sum((g.double() ** 2).sum(1) for g in grads))
-            coef = torch.clamp(_to_device(max_norm, torch.float64, device) / (norm + 1e-6), max=1.0)
+            coef = torch.clamp(to_device(max_norm, torch.float64, device) / (norm + 1e-6), max=1.0)
             grads = [g * coef.to(g.dtype)[:, None] for g in grads]
         self.t[rows] += 1
         t = self.t[rows]
         dtype = grads[0].dtype
-        lr_t = _to_device(lr, torch.float64, device)
+        lr_t = to_device(lr, torch.float64, device)
         step_size = (lr_t / (1 - b1 ** t)).to(dtype)[:, None]
         bc2_sqrt = torch.sqrt(1 - b2 ** t).to(dtype)[:, None]
-        decay = (1 - lr_t * _to_device(weight_decay, torch.float64, device)).to(dtype)[:, None]
+        decay = (1 - lr_t * to_device(weight_decay, torch.float64, device)).to(dtype)[:, None]
         for p, g, m, v, full_grad in zip(self.params, grads, self.exp_avg, self.exp_avg_sq, self.grads):
             ps, ms, vs = p[rows], m[rows], v[rows]
             if any(weight_decay):
@@ -183,14 +188,6 @@ class BatchedAdamW:
             full_grad[rows] = 0
 
 
-def _to_device(values: list, dtype, device) -> torch.Tensor:
-    """A small host list on the device without waiting for the GPU (pinned, non-blocking)."""
-    t = torch.tensor(values, dtype=dtype)
-    if str(device).startswith("cuda"):
-        return t.pin_memory().to(device, non_blocking=True)
-    return t
-
-
 def _lm_parts(model):
     body = model.get_decoder() if hasattr(model, "get_decoder") else model.model
     return body, model.get_output_embeddings(), getattr(model.config, "final_logit_softcapping", None)
@@ -199,10 +196,10 @@ def _lm_parts(model):
 @dataclass
 class _Batch:
     """One forward pass: padded rows, and where the targets are (all computed on the host)."""
-    input_ids: torch.Tensor      # (rows, width)
-    attention: torch.Tensor      # (rows, width)
+    input_ids: torch.Tensor      # (rows, width), right-padded
     positions: torch.Tensor      # flat indices into (rows, width - 1) of the positions that predict a target
     group_of: torch.Tensor       # the group of each target
+    count: torch.Tensor          # targets per group, at least 1 (the loss's denominator)
     counts: list[int]            # targets per group
     rows_per_group: int
 
@@ -213,28 +210,30 @@ def _rows(groups: list[list[tuple[list[int], int]]], pad_id: int, device) -> _Ba
     m = max(len(g) for g in groups)
     rows = [seq for g in groups for seq in g + [([pad_id], 1)] * (m - len(g))]  # filler: no targets
     width = max(len(ids) for ids, _ in rows)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    input_ids = [ids + [pad_id] * (width - len(ids)) for ids, _ in rows]
     positions, group_of, counts = [], [], [0] * len(groups)
     for i, (ids, n_context) in enumerate(rows):
-        input_ids[i, :len(ids)] = torch.tensor(ids)
-        attention[i, :len(ids)] = 1
         # the token at p (a target) is predicted at p - 1; the first token is never a target
         first = max(n_context, 1)
         positions.extend(range(i * (width - 1) + first - 1, i * (width - 1) + len(ids) - 1))
         group_of.extend([i // m] * max(0, len(ids) - first))
         counts[i // m] += max(0, len(ids) - first)
-    move = lambda t: t.pin_memory().to(device, non_blocking=True) if str(device).startswith("cuda") else t  # noqa: E731
-    return _Batch(move(input_ids), move(attention), move(torch.tensor(positions, dtype=torch.long)),
-                  move(torch.tensor(group_of, dtype=torch.long)), counts, m)
+    return _Batch(to_device(input_ids, torch.long, device), to_device(positions, torch.long, device),
+                  to_device(group_of, torch.long, device), to_device([max(c, 1) for c in counts], torch.float32, device),
+                  counts, m)
 
 
 def group_losses(model, batch: _Batch) -> torch.Tensor:
     """Mean next-token loss per row group (groups are contiguous equal-size row blocks), (groups,).
     Logits are computed at target positions only, and nothing here waits for the GPU."""
     body, head, softcap = _lm_parts(model)
+    # Rows are right-padded, so the causal mask alone keeps every target's context exact (padding
+    # only ever follows a row's tokens) and no padding mask is passed: transformers then builds none
+    # (its mask checks wait for the GPU) and attention runs as one causal kernel. cuDNN attention is
+    # left out: it plans per shape, ~1.5 ms of host time a layer at every new width (H200 profile).
     # No KV cache in training (transformers builds one by default: cache updates per layer).
-    hidden = body(input_ids=batch.input_ids, attention_mask=batch.attention, use_cache=False).last_hidden_state
+    with sdpa_kernel(_TRAIN_ATTENTION):
+        hidden = body(input_ids=batch.input_ids, use_cache=False).last_hidden_state
     h = hidden[:, :-1].reshape(-1, hidden.shape[-1]).index_select(0, batch.positions)
     logits = head(h).float()
     if softcap:
@@ -243,8 +242,7 @@ def group_losses(model, batch: _Batch) -> torch.Tensor:
     token_loss = F.cross_entropy(logits, targets, reduction="none")
     n = len(batch.counts)
     total = torch.zeros(n, device=h.device, dtype=token_loss.dtype).index_add_(0, batch.group_of, token_loss)
-    count = torch.tensor([max(c, 1) for c in batch.counts], dtype=token_loss.dtype)
-    return total / count.to(h.device, non_blocking=True)
+    return total / batch.count
 
 
 def buckets(widths: list[int], rows_per_group: int, overhead: int, max_buckets: int = 4,
@@ -363,13 +361,14 @@ def _forward_backward(bank, jobs, slots, members, groups, pad) -> tuple:
         losses = group_losses(bank.model, batch)
     if len(layout) != len(members):  # keep the members' losses, in their order
         index = [layout.index(slots[j]) for j in members]
-        losses = losses.index_select(0, torch.tensor(index, device=losses.device))
+        losses = losses.index_select(0, to_device(index, torch.long, losses.device))
         batch.counts = [batch.counts[i] for i in index]
-    accum = torch.tensor([float(jobs[j].settings.grad_accum_steps) for j in members])
+    accum = to_device([float(jobs[j].settings.grad_accum_steps) for j in members], losses.dtype, losses.device)
     with warnings.catch_warnings():  # gradients are strided views on purpose (engine/lora.py)
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
         finite = torch.isfinite(losses)
-        (torch.where(finite, losses, torch.zeros_like(losses)) / accum.to(losses.device)).sum().backward()
+        (torch.where(finite, losses, torch.zeros_like(losses)) / accum).sum().backward()
+    bank.collect_gradients()
     return members, losses.detach(), batch.counts, batch.rows_per_group * batch.input_ids.shape[1]
 
 

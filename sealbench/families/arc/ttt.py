@@ -96,6 +96,8 @@ def build_ttt_data(demos: list[Pair], transforms: list[Transform], settings: TTT
 
 def token_lengths(tokenizer, examples: list[TTTExample]) -> list[int]:
     """Tokens of each example as the engine trains it: prompt (with special tokens) + answer + EOS."""
+    if not examples:  # a task whose demonstrations leave no pseudo-task (e.g. a single demo)
+        return []
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=True)["input_ids"]
     answers = tokenizer([e.answer for e in examples], add_special_tokens=False)["input_ids"]
     return [len(p) + len(a) + 1 for p, a in zip(prompts, answers)]
