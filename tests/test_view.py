@@ -6,6 +6,7 @@ real folders written by the runner with the tiny random model (knowledge single 
 ARC), plus the committed benchmark folders (migrated copies)."""
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from html.parser import HTMLParser
@@ -79,8 +80,8 @@ class Page(HTMLParser):
         if self._row is not None:
             self._row["cells"].append(data)
 
-    @property
-    def all_text(self) -> str:
+    @functools.cached_property
+    def all_text(self) -> str:  # cached: tests look up thousands of answers in a page of megabytes
         return " ".join(" ".join(self.text).split())
 
 
