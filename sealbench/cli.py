@@ -63,7 +63,8 @@ def add_settings_flags(p: argparse.ArgumentParser, model: type[BaseModel], prefi
             continue
         flag = (f.json_schema_extra or {}).get("flag") or "--" + dest.replace("__", "-").replace("_", "-")
         default = f.default if not isinstance(f.default, BaseModel) else None
-        help_text = f"{f.description or ''} (default: {_show(default)})".strip()
+        said = default is None and any(w in (f.description or "") for w in ("default", "else", "auto"))
+        help_text = (f.description or "") if said else f"{f.description or ''} (default: {_show(default)})".strip()
         choices = typing.get_args(inner) if typing.get_origin(inner) is typing.Literal else None
         if inner is bool:
             p.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=help_text)
@@ -83,7 +84,11 @@ def _unwrap(ann):
 
 
 def _show(v) -> str:
-    return "by protocol" if v is None else " ".join(map(str, v)) if isinstance(v, tuple) else str(v)
+    if v is None:
+        return "by protocol"
+    if isinstance(v, tuple):  # strings quoted (answer stops hold newlines and spaces)
+        return " ".join(repr(x) if isinstance(x, str) else str(x) for x in v)
+    return str(v)
 
 
 def settings_from_args(args, model: type[BaseModel], prefix: str = "") -> dict:
@@ -215,6 +220,13 @@ def cmd_model_path(args) -> int:
     return 0
 
 
+# Commands whose flags live in their own module's parser (sealbench/report/<name>.py).
+DELEGATED = {"compare": "side-by-side tables and plots of every finished run under DIR",
+             "leaderboard": "rank like-for-like results; write leaderboard.md and .html",
+             "view": "browse one run: items, self-edits, answers, verdicts (an HTML page)",
+             "migrate": "convert old run folders (summary.json) to the results table"}
+
+
 def _delegate(module: str):
     def run(args) -> int:
         import importlib
@@ -255,10 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     add_settings_flags(p, RLConfig)
     p.set_defaults(func=cmd_train_seal)
-    for name, text in (("compare", "side-by-side tables and plots of every finished run under DIR"),
-                       ("leaderboard", "rank like-for-like results; write leaderboard.md and .html"),
-                       ("view", "browse one run: items, self-edits, answers, verdicts (an HTML page)"),
-                       ("migrate", "convert old run folders (summary.json) to the results table")):
+    for name, text in DELEGATED.items():
         p = sub.add_parser(name, help=text, add_help=False, description=text)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate(name))
@@ -314,7 +323,11 @@ def _quiet_third_party(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in ("compare", "leaderboard", "view", "migrate"):
+    if extra and args.command in DELEGATED:
+        # Flags before the first positional (`compare --help`, `view --out x DIR`) are not taken by
+        # REMAINDER: hand them on, in order, to the command's own parser.
+        args.rest = extra + list(args.rest)
+    elif extra:
         # Report an unknown flag against the subcommand's own flags and usage.
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         sub.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -13,11 +13,14 @@ overrides, and the resolved config is what a run records and hashes.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .grading.answers import ANSWER_STOPS
+
+# An answer stop: a non-empty string (an empty one would end every answer before its first token).
+Stop = Annotated[str, Field(min_length=1, max_length=100)]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
@@ -148,7 +151,7 @@ class RunConfig(Settings):
     seed: int = Field(0, ge=0, le=2**31 - 1, description="run seed: every unit's seed derives from it")
     grader: Literal["match", "em", "f1", "judge"] = Field("match", description="answer grader (squad)")
     # --- items
-    n_passages: int | None = Field(None, ge=1, le=2067, description="first N of SEAL's evaluation passages")
+    n_passages: int | None = Field(None, ge=1, le=2067, description="first N passages in SEAL's evaluation order (SEAL's set: the first 200)")
     cpt_n: tuple[int, ...] = Field((1, 4, 16), min_length=1, description="cpt: passages per adapter")
     steps: int = Field(8, ge=1, le=256, description="continual: K sequential edits")
     sequences: int = Field(8, ge=1, le=100_000, description="continual: S random orders")
@@ -169,8 +172,8 @@ class RunConfig(Settings):
     # --- answering
     answer_style: Style = Field("plain", description="answer prompt: SEAL's plain text or inside the chat template")
     max_answer_tokens: int = Field(64, ge=1, le=4096, description="max new tokens of an answer")
-    answer_stops: tuple[str, ...] = Field(ANSWER_STOPS, description="an answer ends at the first of these "
-                                          "(grading/answers.py; the raw text is kept in the row)")
+    answer_stops: tuple[Stop, ...] = Field(ANSWER_STOPS, max_length=32, description="an answer ends at the first "
+                                           "of these (grading/answers.py; the raw text is kept in the row)")
     # --- ARC
     arc_tasks: str | None = Field(None, description="ARC task set: seal-eval | seal-train | arc-eval | mini | path.json")
     n_tasks: int | None = Field(None, ge=1, le=100_000, description="ARC: first N tasks (mini: how many to generate)")
@@ -351,7 +354,7 @@ class RLConfig(Settings):
     notes_style: Style = "auto"
     answer_style: Style = "plain"
     max_answer_tokens: int = Field(64, ge=1, le=4096)
-    answer_stops: tuple[str, ...] = ANSWER_STOPS
+    answer_stops: tuple[Stop, ...] = Field(ANSWER_STOPS, max_length=32)
     inner: TrainSettings = TrainSettings()
     inner_lora: LoRASettings = LoRASettings()
     sft: TrainSettings = TrainSettings(learning_rate=3e-4, epochs=2)

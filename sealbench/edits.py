@@ -4,7 +4,7 @@ teacher), fixed (a config written in the contender file).
 
 Every self-edit is keyed by what determines it: the source (model fingerprint, notes file content,
 endpoint and model name), the exact prompt, the sampling settings, the item and the edit's index,
-and the run seed. Sampled edits draw with a per-row seed derived from that key
+and the run seed (a notes file's edit: only the file's content, the item and the index). Sampled edits draw with a per-row seed derived from that key
 (engine/generate.py), so an edit is the same text whatever else is sampled beside it, and a run that
 grows (more passages, another contender) reuses every edit it already has. A source that fails for
 an item records the failure on that edit (the unit then fails with the reason); it never stops a run.
@@ -37,6 +37,10 @@ class Pending:
 
 def edit_key(contender: ContenderSpec, item, index: int, source_id: str, prompt: str, config) -> str:
     """The content key of one self-edit (see the module docstring)."""
+    if contender.edits == "file":
+        # A cached note is fixed text: the file's content, the item and which note say all. Sampling
+        # settings (a run's notes budget, temperature) and the seed must not split its units.
+        return stable_hash({"source": source_id, "item": item.digest, "index": index})
     sampling = contender.model_dump(include={"temperature", "top_p", "prompt", "edits"})
     sampling["max_new_tokens"] = config.notes_max_tokens or contender.max_new_tokens
     sampling["format"] = config.edit_format  # ARC: free JSON or guided choices sample differently

@@ -229,7 +229,9 @@ def _overall_bar(p: Prepared, fingerprint: str, progress: bool):
     from .rl.loop import remaining_edits
 
     total = sum(remaining_edits(rl, p.config.reports_dir, fingerprint) for rl in p.rl_configs.values())
-    return tqdm(total=total, desc="units", unit="edit", disable=not progress, dynamic_ncols=True)
+    # Shown after a second: a run without RL rounds prints its run-folder line before an empty bar.
+    return tqdm(total=total, desc="SEAL RL" if total else "units", unit="edit", disable=not progress,
+                dynamic_ncols=True, delay=1.0)
 
 
 def _compute(executor, folder: RunFolder, pending: list, edits: dict, bar) -> None:

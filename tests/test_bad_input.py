@@ -33,6 +33,7 @@ FLAG_CASES = [
     (["--task", "seal_arc_mini", "--protocol", "cpt"], "not available"),
     (["--k", "0"], "k"), (["--notes-max-tokens", "0"], "notes_max_tokens"), (["--max-answer-tokens", "0"], "max_answer_tokens"),
     (["--max-answer-tokens", "99999"], "max_answer_tokens"), (["--max-statements", "0"], "max_statements"),
+    (["--answer-stops", ""], "answer_stops"), (["--answer-stops"] + [f"s{i}" for i in range(40)], "answer_stops"),
     (["--task", "seal_arc_mini", "--mini-size", "1", "1"], "mini_size"),
     (["--task", "seal_arc_mini", "--mini-size", "5", "3"], "mini_size"),
     (["--task", "seal_arc_mini", "--mini-size", "3"], "mini_size"),
@@ -195,6 +196,13 @@ def test_missing_notes_file(env, capsys):
 def test_reports_dir_that_is_a_file(env, capsys):
     (env / "file").write_text("x")
     one_error(capsys, main(RUN + ["--reports-dir", str(env / "file")]), "is a file")
+
+
+def test_a_model_folder_that_is_not_a_checkpoint(env, capsys):
+    (env / "not-a-model").mkdir()
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--model", str(env / "not-a-model")]),
+              "not a model checkpoint")
+    nothing_written(env)
 
 
 def test_a_model_that_does_not_exist(env, capsys):

@@ -132,6 +132,19 @@ def test_failed_units_are_recorded_and_reported(tmp_path, tiny):
     assert len(failed) == 1 and failed[0]["error"]
 
 
+def test_a_notes_file_contenders_units_do_not_depend_on_the_sampling_budget(tmp_path, tiny):
+    """Cached notes are fixed text: a run with another notes budget (which the paper preset sets for
+    self-notes) reuses the file contender's units instead of training them again."""
+    notes = [{"title": p["title"], "context": p["context"], "completions": ["1. a fact"]} for p in (MADE_UP, MADE_UP_2)]
+    data = write_data_dir(tmp_path / "d", [MADE_UP, MADE_UP_2], notes)
+    spec = tmp_path / "teacher.yaml"
+    spec.write_text("name: teacher\nfamily: squad\nedits: file\nfile: notes/teacher.json\n")
+    first = run(cfg(tmp_path, data, contenders=[str(spec)]), loaded=tiny, **QUIET)
+    again = run(cfg(tmp_path, data, contenders=[str(spec)], notes_max_tokens=1024, seed=0), loaded=tiny, **QUIET)
+    assert first.n_computed == 2 and not first.failures
+    assert again.folder != first.folder and (again.n_reused, again.n_computed) == (2, 0)
+
+
 def test_a_second_process_on_the_same_folder_is_refused(tmp_path, data, tiny):
     first = run(cfg(tmp_path, data), loaded=tiny, **QUIET)
     config = json.loads((first.folder / "config.json").read_text())

@@ -301,6 +301,9 @@ def resolve(spec: str, verbose: bool = False) -> tuple[str, Path | str]:
             raise ModelLoadError(f"GGUF file {path} does not exist")
         return path.stem, _converted(path, path.stem, verbose)
     if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelLoadError(f"{path} is a folder but not a model checkpoint (no config.json); pass a "
+                                 "checkpoint folder (config.json + weights), a .gguf, a named model or a hub id")
         return path.name, path
     if path.exists():
         raise ModelLoadError(f"{path} is a file but not a .gguf; pass a checkpoint directory, a .gguf or a hub id")
