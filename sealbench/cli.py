@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from .config import ConfigError, RLConfig, RunConfig, validate
+from .config import EXECUTOR_SETTINGS, ConfigError, RLConfig, RunConfig, validate
 from .inputs import read_text
 
 
@@ -51,8 +51,10 @@ class Parser(argparse.ArgumentParser):
 def add_settings_flags(p: argparse.ArgumentParser, model: type[BaseModel], prefix: str = "",
                        skip: tuple[str, ...] = ()) -> None:
     """One flag per setting of `model` (nested settings get `--<field>-<setting>`), all default None
-    so that only what the user typed overrides a preset or the schema's default."""
-    for name, f in model.model_fields.items():
+    so that only what the user typed overrides a preset or the schema's default. Where batches run
+    (`--executor` and the Ray settings, inherited from JobSettings) is listed last."""
+    fields = sorted(model.model_fields.items(), key=lambda item: item[0] in EXECUTOR_SETTINGS)
+    for name, f in fields:
         if name in skip:
             continue
         ann = f.annotation

@@ -48,6 +48,14 @@ class Settings(BaseModel):
                                                                     if v is not None}})
 
 
+def _among(values, known, what: str) -> tuple:
+    """`values` as a tuple; ValueError naming the unknown ones and the known ones."""
+    unknown = [v for v in values if v not in known]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; use some of {list(known)}")
+    return tuple(values)
+
+
 class LoRASettings(Settings):
     """A LoRA adapter's shape (SEAL knowledge: r=32, alpha=64 on every projection; dropout 0)."""
     r: int = Field(32, ge=1, le=1024, description="LoRA rank")
@@ -58,10 +66,7 @@ class LoRASettings(Settings):
     @field_validator("targets")
     @classmethod
     def _known(cls, v):
-        unknown = [t for t in v if t not in LORA_TARGETS]
-        if unknown:
-            raise ValueError(f"unknown LoRA target(s) {unknown}; use some of {list(LORA_TARGETS)}")
-        return tuple(v)
+        return _among(v, LORA_TARGETS, "LoRA target(s)")
 
 
 class TrainSettings(Settings):
@@ -103,10 +108,7 @@ class TTTSettings(Settings):
     @field_validator("predict_transforms")
     @classmethod
     def _geometric(cls, v):
-        bad = [t for t in v if t not in GEOMETRIC]
-        if bad:
-            raise ValueError(f"unknown transform(s) {bad}; use some of {list(GEOMETRIC)}")
-        return tuple(v)
+        return _among(v, GEOMETRIC, "transform(s)")
 
 
 # The ARC CPU budget: few TTT examples, short answers, four voting transforms (a CPU run finishes).
@@ -126,18 +128,28 @@ PROTOCOL_DEFAULTS = {
 }
 
 
-# Machine settings of `--executor ray`, shared by RunConfig and RLConfig (docs/scale-out.md).
 Executor = Literal["local", "ray"]
 EXECUTOR_SETTINGS = {"executor", "ray_address", "gpus_per_worker", "workers"}
-RAY_ADDRESS = Field(None, min_length=1, max_length=500, pattern=r"^(auto|local|ray://\S+|[^\s:/]+:\d{1,5})$",
-                    description="ray: auto (the cluster this node is in) | HOST:PORT | ray://HOST:PORT "
-                                "(unset: $RAY_ADDRESS, else a Ray started on this machine)")
-GPUS_PER_WORKER = Field(None, allow_inf_nan=False, ge=0, le=64,
-                        description="ray: GPUs per worker, fractions share a GPU (auto: 1 if the cluster has GPUs, else 0)")
-WORKERS = Field(None, ge=1, le=4096, description="ray: workers (auto: GPUs / gpus-per-worker, else 2 on CPUs)")
 
 
-class RunConfig(Settings):
+class JobSettings(Settings):
+    """What a `sealbench run` and a SEAL RL run share: where their batches run (`--executor ray`,
+    docs/scale-out.md; never part of a result's identity) and their task's family."""
+    executor: Executor = Field("local", description="local: this process | ray: one Ray actor per GPU (or CPU slot)")
+    ray_address: str | None = Field(None, min_length=1, max_length=500,
+                                    pattern=r"^(auto|local|ray://\S+|[^\s:/]+:\d{1,5})$",
+                                    description="ray: auto (the cluster this node is in) | HOST:PORT | ray://HOST:PORT "
+                                                "(unset: $RAY_ADDRESS, else a Ray started on this machine)")
+    gpus_per_worker: float | None = Field(None, allow_inf_nan=False, ge=0, le=64, description="ray: GPUs per worker, "
+                                          "fractions share a GPU (auto: 1 if the cluster has GPUs, else 0)")
+    workers: int | None = Field(None, ge=1, le=4096, description="ray: workers (auto: GPUs / gpus-per-worker, else 2 on CPUs)")
+
+    @property
+    def family(self) -> str:
+        return TASK_FAMILY[self.task]
+
+
+class RunConfig(JobSettings):
     """One `sealbench run`: a task, a protocol, contenders and every setting that decides numbers.
 
     Settings left at None take the family's and protocol's defaults (`resolve`)."""
@@ -196,16 +208,6 @@ class RunConfig(Settings):
     reports_dir: str = Field("reports", min_length=1, description="where run folders are written")
     allow_failures: bool = Field(False, description="exit 0 even when units failed")
     quarantine_corrupt: bool = Field(False, description="move corrupt rows aside (their units are recomputed)")
-    # --- where batches run (docs/scale-out.md); never part of a result's identity
-    executor: Executor = Field("local", description="local: this process | ray: one Ray actor per GPU (or CPU slot)")
-    ray_address: str | None = RAY_ADDRESS
-    gpus_per_worker: float | None = GPUS_PER_WORKER
-    workers: int | None = WORKERS
-
-
-    @property
-    def family(self) -> str:
-        return TASK_FAMILY[self.task]
 
     @field_validator("cpt_n")
     @classmethod
@@ -330,7 +332,7 @@ class ContenderSpec(Settings):
         return self.k if self.edits in ("self", "file", "endpoint", "policy") else 1
 
 
-class RLConfig(Settings):
+class RLConfig(JobSettings):
     """A SEAL ReST-EM run (docs/rl.md; SEAL §3): k self-edits per training item from the current
     policy, rewarded by the inner loop (mean of `repeats` seeds), the best kept, the policy SFT'd on
     (prompt -> kept self-edit) and merged, for `rounds` rounds."""
@@ -364,14 +366,6 @@ class RLConfig(Settings):
     mini_size: tuple[int, int] | None = None
     ttt: TTTSettings = TTTSettings()
     edits_per_batch: int | None = Field(None, ge=1, le=4096)
-    executor: Executor = Field("local", description="local: this process | ray: rewards on Ray actors (one per GPU)")
-    ray_address: str | None = RAY_ADDRESS
-    gpus_per_worker: float | None = GPUS_PER_WORKER
-    workers: int | None = WORKERS
-
-    @property
-    def family(self) -> str:
-        return TASK_FAMILY[self.task]
 
     @model_validator(mode="after")
     def _keep_rule(self):
