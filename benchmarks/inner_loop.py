@@ -9,13 +9,26 @@ graded by `match`. They differ only in engineering (docs/design.md §5):
 
   seal     SEAL's loop: a fresh PEFT model per edit, every sequence right-padded to 2048 tokens,
            the adapter saved and reloaded from disk before answering, one question per generate().
-  engine   sealbench's engine with K edits trained together in one batched forward pass per step
-           (engine/), answering every question of the K edits in one batched generation; the same
-           episode `sealbench run` uses (families/squad/episode.py). `--k 1,8,32,128` runs one K per
-           entry (K edits per batch, `--batches` batches each).
+  engine   sealbench's engine: every edit in one queue through K adapter slots trained together in
+           one batched forward pass per step, a slot reused as soon as its edit has finished and been
+           answered (continuous batching, engine/train.py `train_queue`); the same episode `sealbench
+           run` and the RL reward use (families/squad/episode.py). `--k 1,8,32,128` runs one K per
+           entry (K x `--batches` edits, or `--n-passages`).
+  lockstep the engine as it was before slot reuse: fixed batches of K edits, each batch running
+           until its longest edit has finished, then answered (the same code with one hand-back per
+           batch), for a comparison in one process.
 
-Each result is one JSON object with device_name, style, k, edits, epochs, batch_size_per_edit,
-steps_per_edit, seconds_per_edit, speedup_vs_seal_style, accuracy (+ CI), n_questions,
+Workloads (`--workload`): `teacher` (above) or `self-notes`: the 250 self-edits the embedded model
+sampled in round 1 of the `gpu` RL preset (../shared/data/bench/rl_round1_self_notes_embedded.jsonl,
+SEAL's "implications" prompt, RL-pool passages), made into training sequences by the rule of every
+run (at most 256 statements: longer ones are rejected and counted), the real long-tailed reward
+workload (median 7 sequences an edit, largest 395). `--edits N` repeats or cuts the list.
+
+Each result is one JSON object with device_name, style, workload, k, edits, epochs, batch_size_per_edit,
+steps_per_edit, seconds_per_edit, speedup_vs_seal_style, (engine styles) global steps, passes,
+occupancy (mean live slots / K), trained tokens per second, model FLOP/s and utilisation (6 x
+parameters x trained tokens / s, over the device's dense bf16 peak where known), the time of a pass
+with one live row, accuracy (+ CI), n_questions,
 peak_memory_mb, and per-passage accuracies (for paired tests). `--pool A.json B.json` compares two
 result files on the passages both ran (paired permutation test). Commands: benchmarks/README.md.
 """
@@ -40,7 +53,10 @@ from sealbench.config import LORA_TARGETS, LoRASettings, TrainSettings  # noqa: 
 from sealbench.engine.inner_loop import Engine, format_prompt  # noqa: E402
 from sealbench.engine.models import load_model  # noqa: E402
 from sealbench.families.squad.data import load_notes_file, seal_eval_passages  # noqa: E402
-from sealbench.families.squad.episode import AnswerSettings, Episode, run_episodes  # noqa: E402
+from sealbench.engine.train import EditJob, QueueMeter  # noqa: E402
+from sealbench.families.squad.data import load_passages  # noqa: E402
+from sealbench.families.squad.episode import (AnswerSettings, EditError, Episode, build_texts,  # noqa: E402
+                                              iter_episodes, run_episodes)
 from sealbench.families.squad.prompts import answer_prompt, training_texts  # noqa: E402
 from sealbench.grading import cut_answer, get_grader  # noqa: E402
 from sealbench.stats import mean_ci, paired_difference  # noqa: E402
@@ -53,7 +69,9 @@ def parse_args(argv=None):
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--data-dir", default=None)
-    ap.add_argument("--styles", default="seal,engine")
+    ap.add_argument("--styles", default="seal,engine", help="comma list of seal, engine, lockstep")
+    ap.add_argument("--workload", default="teacher", choices=["teacher", "self-notes"])
+    ap.add_argument("--edits", type=int, default=0, help="self-notes: edits to run (0: all 250)")
     ap.add_argument("--k", default="1,8,32,128", help="engine: edits per batch, comma list")
     ap.add_argument("--batches", type=int, default=1, help="engine: timed batches per K")
     ap.add_argument("--seal-edits", type=int, default=2, help="SEAL-style: timed edits")
@@ -100,9 +118,32 @@ def sync(device):
 
 
 # ----------------------------------------------------------------------------------- engine
-def engine_style(args, loaded, k: int, grader) -> dict:
-    n = args.n_passages or k * args.batches
-    edits = edits_for(args, n, args.first)
+# Dense bf16 peak FLOP/s by device name (vendor datasheets, without sparsity), for utilisation.
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12}
+
+
+def self_note_edits(args) -> tuple[list, int]:
+    """(passage, training texts) per sampled self-edit of the RL workload file, and how many were
+    rejected by the validity rule (more than 256 statements)."""
+    rows = [json.loads(x) for x in (Path(args.data_root) / "bench" / "rl_round1_self_notes_embedded.jsonl")
+            .read_text().splitlines() if x.strip()]
+    passages = {p.id: p for p in load_passages("train", args.data_dir)}
+    out, rejected = [], 0
+    for row in rows:
+        p = passages[row["item_id"]]
+        try:
+            out.append((p, build_texts([p], [[row["text"]]], "implications", True, 256)[0]))
+        except EditError:
+            rejected += 1
+    n = args.edits or len(out)
+    return [out[i % len(out)] for i in range(n)], rejected
+
+
+def engine_style(args, loaded, k: int, grader, lockstep: bool = False) -> dict:
+    if args.workload == "self-notes":
+        edits, rejected = self_note_edits(args)
+    else:
+        edits, rejected = edits_for(args, args.n_passages or k * args.batches, args.first), 0
     train = TrainSettings(learning_rate=1e-3, epochs=args.epochs, batch_size=1)
     answer = AnswerSettings("plain", args.max_new_tokens)
     engine = Engine(loaded, LoRASettings(), n_slots=k, gen_batch_size=4096)
@@ -111,17 +152,50 @@ def engine_style(args, loaded, k: int, grader) -> dict:
         run_episodes(engine, [Episode(f"w{i}", [p], t, i) for i, (p, t) in enumerate(warm)],
                      train.updated(epochs=1), answer, grader)
     reset_peak(loaded.device)
-    rows, start = [], time.perf_counter()
-    for b in range(0, n, k):
-        batch = edits[b:b + k]
-        rows += run_episodes(engine, [Episode(f"{b + i}", [p], t, 1000 + b + i) for i, (p, t) in enumerate(batch)],
-                             train, answer, grader)
+    engine.meter = meter = QueueMeter()
+    episodes = [Episode(f"{i}", [p], t, 1000 + i) for i, (p, t) in enumerate(edits)]
+    rows, start = {}, time.perf_counter()
+    # lockstep: fixed batches of K, each handed back (and answered) only when all of it has finished
+    queues = [episodes[b:b + k] for b in range(0, len(episodes), k)] if lockstep else [episodes]
+    for queue in queues:
+        for done in iter_episodes(engine, queue, train, answer, grader, flush_at=k if lockstep else None):
+            rows.update((e.key, r) for e, r in done)
     sync(loaded.device)
     seconds = time.perf_counter() - start
+    rows = [rows[e.key] for e in episodes]
+    one_row = one_row_pass_seconds(engine, train)
     engine.close()
-    per_passage = {p.id: r["accuracy"] for (p, _), r in zip(edits, rows) if r["status"] == "ok"}
-    return _result(args, loaded, "engine", k, len(edits), seconds, rows[0]["train"]["steps"], per_passage,
-                   sum(len(r.get("questions", [])) for r in rows), failures=sum(r["status"] != "ok" for r in rows))
+    per_passage = {}
+    for (p, _), r in zip(edits, rows):  # a passage edited several times: its mean
+        if r["status"] == "ok":
+            per_passage.setdefault(p.id, []).append(r["accuracy"])
+    per_passage = {pid: sum(v) / len(v) for pid, v in per_passage.items()}
+    result = _result(args, loaded, "lockstep" if lockstep else "engine", k, len(edits), seconds,
+                     rows[0]["train"]["steps"], per_passage, sum(len(r.get("questions", [])) for r in rows),
+                     failures=sum(r["status"] != "ok" for r in rows))
+    n_params = sum(p.numel() for n, p in loaded.model.named_parameters() if "embed" not in n)
+    flops = 6 * n_params * meter.tokens / max(meter.seconds, 1e-9)
+    peak = next((v for name, v in PEAK_FLOPS.items() if name in result["device_name"]), None)
+    sequences = [len(t) for _, t in edits]
+    result.update(
+        steps_per_edit=None, rejected_edits=rejected,
+        sequences_per_edit={"median": sorted(sequences)[len(sequences) // 2], "max": max(sequences)},
+        global_steps=meter.steps, passes=meter.passes, occupancy=round(meter.occupancy, 4), flushes=meter.flushes,
+        train_seconds=meter.seconds, trained_tokens=meter.tokens, padded_tokens=meter.padded_tokens,
+        trained_tokens_per_s=meter.tokens / max(meter.seconds, 1e-9), model_tflops_per_s=flops / 1e12,
+        mfu=flops / peak if peak else None, one_live_row_pass_s=one_row,
+        answer_seconds=sum(r["timing"]["answer_s"] for r in rows))
+    return result
+
+
+def one_row_pass_seconds(engine, train) -> float:
+    """Wall time of a training pass with one live row (an edit alone in the bank: the tail of a
+    queue), from 40 micro-steps of a short edit."""
+    texts = ["Title\nA short statement of about twenty tokens, as a typical note line is."] * 40
+    meter = QueueMeter()
+    for _ in engine.train_queue([EditJob(texts, train.updated(epochs=1), 7)], meter=meter):
+        pass
+    return meter.seconds / max(meter.passes, 1)
 
 
 # ----------------------------------------------------------------------------------- SEAL style
@@ -182,7 +256,8 @@ def seal_style(args, loaded, grader) -> dict:
 
 def _result(args, loaded, style, k, edits, seconds, steps, per_passage, n_questions, failures=0) -> dict:
     acc = mean_ci(list(per_passage.values()))
-    return {"device_name": device_name(loaded.device), "date": dt.date.today().isoformat(), "style": style, "k": k,
+    return {"device_name": device_name(loaded.device), "date": dt.date.today().isoformat(), "style": style,
+            "workload": args.workload, "k": k,
             "edits": edits, "epochs": args.epochs, "batch_size_per_edit": 1, "steps_per_edit": steps,
             "seconds_per_edit": seconds / max(edits, 1), "speedup_vs_seal_style": None, "accuracy": acc["mean"],
             "accuracy_ci": [acc["ci_low"], acc["ci_high"]], "n_passages": acc["n"], "n_questions": n_questions,
@@ -231,13 +306,15 @@ def main(argv=None) -> None:
     styles = args.styles.split(",")
     if "seal" in styles:
         record(seal_style(args, loaded, grader))
-    if "engine" in styles:
-        for k in [int(x) for x in args.k.split(",")]:
-            record(engine_style(args, loaded, k, grader))
+    for k in [int(x) for x in args.k.split(",")]:
+        for style in ("lockstep", "engine"):
+            if style in styles:
+                record(engine_style(args, loaded, k, grader, lockstep=style == "lockstep"))
     for r in results:
-        print(f"{r['style']:6s} K={r['k']:<4d} edits={r['edits']:<4d} {r['seconds_per_edit']:8.3f} s/edit  "
+        print(f"{r['style']:8s} K={r['k']:<4d} edits={r['edits']:<4d} {r['seconds_per_edit']:8.3f} s/edit  "
               f"x{(r['speedup_vs_seal_style'] or 0):7.1f}  acc {r['accuracy']:.3f} (n={r['n_passages']})  "
-              f"peak {r['peak_memory_mb']:.0f} MB")
+              f"peak {r['peak_memory_mb']:.0f} MB" + (f"  occupancy {r['occupancy']:.2f}  passes {r['passes']}"
+                                                      if "occupancy" in r else ""))
     print(f"written: {out}")
 
 

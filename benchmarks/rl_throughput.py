@@ -4,7 +4,8 @@
 Runs the real loop (`sealbench.rl.train`: sample k self-edits per item, reward every sample with
 `repeats` batched inner-loop episodes, keep, SFT, merge) in a fresh reports folder and writes
 benchmarks/results/rl_throughput_<device>_<date>.json: seconds per round and per phase (sampling,
-rewards, SFT), inner-loop edits per second, rewards, device name, torch threads and load.
+rewards, SFT), inner-loop edits per second, the reward queue's global steps, passes, occupancy
+(mean live slots / K) and trained tokens per second, rewards, device name, torch threads and load.
 
 SEAL's knowledge round size on a GPU (target: <= 5 minutes on one H200):
     PYTHONPATH=. python benchmarks/rl_throughput.py --preset gpu --rounds 1 --heldout-items 0 --device cuda
@@ -53,7 +54,8 @@ def main(argv=None) -> int:
               "wall_seconds": wall, "versions": package_versions(), "load_before": before, "load_after": machine_load(),
               "rounds": [{"round": s["round"], "n_samples": s["n_samples"], "n_kept": s["n_kept"],
                           "seconds": s["seconds"], "round_seconds": sum(s["seconds"].values()),
-                          "edits_per_second": s["edits_per_second"], "reward_all": s["reward_all"],
+                          "edits_per_second": s["edits_per_second"], "inner_loop": s.get("inner_loop"),
+                          "reward_all": s["reward_all"],
                           "reward_kept": s["reward_kept"]} for s in rounds], "rl_run": policy.folder.name}
     kind = "cuda" if "cpu:" not in record["device_name"] else "cpu"
     out = Path(args.out or REPO / "benchmarks" / "results" / f"rl_throughput_{kind}_{record['date']}.json")

@@ -357,6 +357,8 @@ class RLConfig(JobSettings):
     answer_style: Style = "plain"
     max_answer_tokens: int = Field(64, ge=1, le=4096)
     answer_stops: tuple[Stop, ...] = Field(ANSWER_STOPS, max_length=32)
+    max_statements: int = Field(256, ge=1, le=100_000, description="self-edits with more lines earn reward 0 "
+                                "(the validity rule of every run, families/squad/episode.py)")
     inner: TrainSettings = TrainSettings()
     inner_lora: LoRASettings = LoRASettings()
     sft: TrainSettings = TrainSettings(learning_rate=3e-4, epochs=2)

@@ -59,13 +59,21 @@ class LocalExecutor:
         return self.engines[name]
 
     def run(self, pending: list, edits: dict) -> Iterator[tuple[list, list[dict]]]:
-        """(batch, rows) for every batch of `pending`, in plan order per engine."""
+        """(units, rows) as units finish, engine by engine. A family with `stream` takes all of an
+        engine's units as one queue (its slots reused as edits finish); others run in batches."""
         for name in dict.fromkeys(engine_name(u) for u in pending):
             engine = self.engine(name)
-            for batch in batches([u for u in pending if engine_name(u) == name], engine.k):
-                start = time.perf_counter()
-                rows = self.family.run(engine, batch, edits, self.config, self.grader)
+            mine = [u for u in pending if engine_name(u) == name]
+            stream = getattr(self.family, "stream", None)
+            if stream is not None:
+                groups = stream(engine, mine, edits, self.config, self.grader)
+            else:
+                groups = ((batch, self.family.run(engine, batch, edits, self.config, self.grader))
+                          for batch in batches(mine, engine.k))
+            start = time.perf_counter()
+            for batch, rows in groups:
                 yield batch, finish_rows(batch, rows, time.perf_counter() - start, self.fingerprints)
+                start = time.perf_counter()
 
     def close(self) -> None:
         for engine in self.engines.values():

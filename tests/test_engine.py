@@ -13,7 +13,7 @@ from sealbench.config import LoRASettings, TrainSettings
 from sealbench.engine.generate import GenRequest, generate, row_uniforms
 from sealbench.engine.inner_loop import Engine
 from sealbench.engine.lora import AdapterBank
-from sealbench.engine.train import EditJob, train_edits
+from sealbench.engine.train import EditJob, QueueMeter, train_edits, train_queue
 
 LORA = LoRASettings(r=4, alpha=8)
 TEXTS = [
@@ -237,3 +237,102 @@ def test_a_bf16_model_trains_with_one_compute_copy_as_with_a_cast_per_layer():
     for mine, ref in zip(with_copy, per_layer):
         assert torch.equal(mine["A"], ref["A"]) and torch.equal(mine["B"], ref["B"])
         assert ref["B"].abs().max() > 0
+
+
+# ----------------------------------------------------------------- continuous batching (train_queue)
+def _queue_jobs():
+    """Six edits of very different lengths (1 to 20 micro-batches), more than the bank's slots."""
+    jobs = _jobs()
+    jobs += [EditJob(TEXTS[1], SETTINGS[0], seed=200), EditJob(TEXTS[3], SETTINGS[2], seed=201)]
+    return jobs
+
+
+@pytest.mark.parametrize("longest_first", [True, False])
+def test_an_edit_in_a_reused_slot_equals_it_trained_alone(tiny, longest_first):
+    bank = AdapterBank(tiny.model, 2, LORA)
+    try:
+        jobs = _queue_jobs()
+        seen, trained = {}, {}
+        for finished in train_queue(bank, tiny.tokenizer, jobs, flush_at=1, longest_first=longest_first):
+            for j, slot, st in finished:
+                seen.setdefault(slot, []).append(j)
+                trained[j] = (_state(bank, slot), st)
+        assert sorted(trained) == list(range(len(jobs)))
+        # a slot was reused several times; in plain order a slot held a shorter edit before a longer one
+        assert max(len(js) for js in seen.values()) >= 3
+        micro = {j: len(train_queue_plan(tiny, jobs[j])) for j in range(len(jobs))}
+        successions = [(micro[a], micro[b]) for js in seen.values() for a, b in zip(js, js[1:])]
+        assert any(a > b for a, b in successions)
+        assert longest_first or any(a < b for a, b in successions)
+        for j, job in enumerate(jobs):
+            alone = train_edits(bank, tiny.tokenizer, [job])[0]
+            state, st = trained[j]
+            for name in ("A", "B"):
+                assert torch.allclose(state[name], _state(bank, 0)[name], atol=1e-5, rtol=0), (j, name)
+            assert st.steps == alone.steps > 0 and st.error is None
+            assert abs(st.first_loss - alone.first_loss) < 1e-5 and abs(st.last_loss - alone.last_loss) < 1e-5
+            assert all(abs(a - b) < 1e-5 for a, b in zip(st.epoch_losses, alone.epoch_losses))
+    finally:
+        bank.remove()
+
+
+def train_queue_plan(tiny, job):
+    from sealbench.engine.train import encode, schedule
+
+    return schedule(len(encode(tiny.tokenizer, job.texts, job.settings.max_length)), job.settings, job.seed)[0]
+
+
+def test_the_queue_starts_the_longest_edits_first_and_keeps_slots_busy(tiny):
+    bank = AdapterBank(tiny.model, 2, LORA)
+    try:
+        meter = QueueMeter()
+        order = []
+        for finished in train_queue(bank, tiny.tokenizer, _queue_jobs(), flush_at=1, meter=meter):
+            order += [j for j, _, _ in finished]
+        lengths = [len(train_queue_plan(tiny, job)) for job in _queue_jobs()]
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        assert order[-1] == longest  # it started first and ran longest: it finishes last
+        # slot reuse: the global steps are those of the longest edit plus at most the others' total
+        # packed in beside it, never the lockstep sum of batches
+        assert meter.steps <= max(lengths) + 1 and meter.occupancy > 0.5
+        assert meter.live_slot_steps == sum(lengths)
+    finally:
+        bank.remove()
+
+
+def test_a_reset_slot_keeps_no_adapter_or_optimizer_state(tiny, bank):
+    from sealbench.engine.train import BatchedAdamW
+
+    train_edits(bank, tiny.tokenizer, _jobs())
+    optimizer = BatchedAdamW(bank.flat)
+    for m in optimizer.exp_avg + optimizer.exp_avg_sq:
+        m.fill_(1.0)
+    optimizer.t.fill_(7)
+    bank.A_grad.fill_(1.0)
+    other = _state(bank, 2)
+    bank.reset(1, seed=5)
+    optimizer.reset(1)
+    assert all(float(m[1].abs().max()) == 0 for m in optimizer.exp_avg + optimizer.exp_avg_sq)
+    assert float(optimizer.t[1]) == 0 and float(bank.A_grad[1].abs().max()) == 0
+    assert float(optimizer.t[2]) == 7 and float(bank.A_grad[2].abs().min()) == 1  # others untouched
+    assert float(bank.B[1].abs().max()) == 0
+    assert torch.equal(_state(bank, 2)["A"], other["A"])
+    bank.reset(3, seed=5)
+    assert torch.equal(bank.A[1], bank.A[3])  # the init depends on the seed alone
+
+
+def test_time_per_edit_is_attributed_by_its_passes(tiny):
+    bank = AdapterBank(tiny.model, 4, LORA)
+    try:
+        meter = QueueMeter()
+        stats = {}
+        for finished in train_queue(bank, tiny.tokenizer, _queue_jobs(), flush_at=2, meter=meter):
+            stats.update({j: st for j, _, st in finished})
+        total = sum(st.seconds for st in stats.values())
+        assert abs(total - meter.seconds) < 1e-6 * max(1.0, meter.seconds)
+        lengths = [len(train_queue_plan(tiny, job)) for job in _queue_jobs()]
+        longest, shortest = max(range(6), key=lengths.__getitem__), min(range(6), key=lengths.__getitem__)
+        assert stats[longest].seconds > stats[shortest].seconds
+        assert stats[longest].passes >= lengths[longest] and stats[shortest].slot_seconds > 0
+    finally:
+        bank.remove()

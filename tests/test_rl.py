@@ -79,24 +79,40 @@ def test_a_round_end_to_end_writes_every_artifact(setup):
 
 def test_a_killed_round_resumes_at_the_unit_it_stopped_in(setup, monkeypatch):
     cfg, data, reports = setup
-    calls = {"n": 0}
-    real = type(rl_loop.registry.family(cfg.task).rl).reward
+    hooks = type(rl_loop.registry.family(cfg.task).rl)
+    real = hooks.reward_stream
+    cfg = cfg.updated(edits_per_batch=1, heldout_items=0)
 
     def dying(self, engine, batch, c, with_notes=True):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(self, engine, batch, c, with_notes)
-    cfg = cfg.updated(edits_per_batch=1, heldout_items=0)
-    monkeypatch.setattr(type(rl_loop.registry.family(cfg.task).rl), "reward", dying)
+        # the queue hands back one edit at a time (K = 1): killed once the first sample's repeats are in
+        for n, group in enumerate(real(self, engine, batch, c, with_notes)):
+            if n == c.repeats:
+                raise KeyboardInterrupt
+            yield group
+    monkeypatch.setattr(hooks, "reward_stream", dying)
     with pytest.raises(KeyboardInterrupt):
         rl.train(cfg, reports, data, progress=False, say=lambda m: None)
     folder = next(reports.glob("seal-rl-*"))
     assert len((folder / "round_1" / "rewards.jsonl").read_text().splitlines()) == 1
-    monkeypatch.setattr(type(rl_loop.registry.family(cfg.task).rl), "reward", real)
+    monkeypatch.setattr(hooks, "reward_stream", real)
     done = rl.train(cfg, reports, data, progress=False, say=lambda m: None)
     rows = [json.loads(x) for x in (done.folder / "round_1" / "rewards.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and len({r["key"] for r in rows}) == 4
+
+
+def test_an_invalid_self_edit_earns_reward_0_with_its_reason(setup, tiny):
+    from sealbench.engine.inner_loop import Engine
+    from sealbench.families.squad.data import load_passages
+
+    cfg, data, _ = setup
+    cfg = cfg.updated(max_statements=3)
+    hooks = rl_loop.registry.family(cfg.task).rl
+    p = [x for x in load_passages("train", data) if x.questions][0]
+    too_long = "\n".join(f"{i}. a statement about the passage" for i in range(1, 6))
+    with Engine(tiny, cfg.inner_lora, 2) as engine:
+        out = hooks.reward(engine, [(p, too_long, 1), (p, "1. one statement", 2)], cfg.updated(inner=cfg.inner.model_copy(update={"epochs": 1})))
+    assert out[0]["reward"] == 0.0 and "5 statements (limit 3)" in out[0]["details"]["error"]
+    assert out[1]["details"]["error"] is None
 
 
 def test_the_seal_contender_uses_a_policy_trained_once(setup, monkeypatch):

@@ -2,6 +2,8 @@
 
     engine = Engine(loaded, LoRASettings(), n_slots=None)    # K from free memory (CUDA) or 8 (CPU)
     stats = engine.train([EditJob(texts, TrainSettings(), seed), ...])   # slots 0..n-1
+    for finished in engine.train_queue(jobs):   # any number of edits; slots reused as edits finish
+        ...answer through each (job, slot, stats) before asking for the next group
     answers = engine.generate([GenRequest(prompt, slot=0), GenRequest(prompt, slot=None), ...])
 
 Every caller (the protocols, the RL reward, ARC's test-time training, the lm-eval model type) goes
@@ -17,7 +19,7 @@ from ..config import LoRASettings
 from .generate import GenRequest, generate
 from .lora import AdapterBank
 from .models import LoadedModel
-from .train import EditJob, TrainStats, train_edits
+from .train import EditJob, QueueMeter, TrainStats, train_edits, train_queue
 
 CPU_SLOTS = 8           # measured on the 2-core CPU: K=8 trains ~2x faster per edit than K=1
 MAX_SLOTS = 256
@@ -55,6 +57,7 @@ class Engine:
         if previous is not None:  # a model carries one bank: the newest engine replaces the old
             previous.close()
         self.bank = AdapterBank(loaded.model, n_slots or slots_for_memory(loaded.model, lora, loaded.device), lora)
+        self.meter = QueueMeter()  # what every train_queue call of this engine did, summed (benchmarks, RL stats)
         loaded._engine = self
 
     @property
@@ -66,6 +69,15 @@ class Engine:
         if len(jobs) > self.k:
             raise ValueError(f"{len(jobs)} edits do not fit {self.k} adapter slots; batch them")
         return train_edits(self.bank, self.tokenizer, jobs, progress=progress) if jobs else []
+
+    def train_queue(self, jobs: list[EditJob], flush_at: int | None = None, meter: QueueMeter | None = None):
+        """Train any number of edits through the K slots, reusing a slot as soon as its edit is
+        answered: yields lists of (job index, slot, TrainStats); see engine/train.py `train_queue`.
+        `meter` defaults to the engine's own running total."""
+        if not jobs:
+            return iter(())
+        return train_queue(self.bank, self.tokenizer, jobs, flush_at=flush_at,
+                           meter=self.meter if meter is None else meter)
 
     def generate(self, requests: list[GenRequest], stop_strings: list[str] | None = None,
                  add_special_tokens: bool = False) -> list[str]:

@@ -63,9 +63,11 @@ class TrainStats:
     first_loss: float = float("nan")
     last_loss: float = float("nan")
     epoch_losses: list[float] = field(default_factory=list)
-    seconds: float = 0.0            # this edit's share of the batch's wall time
-    batch_seconds: float = 0.0      # wall time of the whole batch
-    batch_edits: int = 1            # edits trained together with this one
+    seconds: float = 0.0            # training wall time attributed to this edit (train_queue: by pass cost)
+    slot_seconds: float = 0.0       # wall time from taking its slot to being handed back finished
+    passes: int = 0                 # forward/backward passes it took part in
+    batch_seconds: float = 0.0      # wall time of the training call up to this edit's hand-back
+    batch_edits: int = 1            # edits in the same training call (queue)
     error: str | None = None        # set when the edit failed (its adapter is then meaningless)
 
     def to_dict(self) -> dict:
@@ -143,6 +145,15 @@ class BatchedAdamW:
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.t = torch.zeros(self.params[0].shape[0], dtype=torch.float64, device=self.params[0].device)
+
+    @torch.no_grad()
+    def reset(self, slot: int) -> None:
+        """Forget `slot`'s state (moments, step count, accumulated gradient): a new edit takes it."""
+        for m, v, g in zip(self.exp_avg, self.exp_avg_sq, self.grads):
+            m[slot] = 0
+            v[slot] = 0
+            g[slot] = 0
+        self.t[slot] = 0
 
     @torch.no_grad()
     def step(self, slots: list[int], lr: list[float], weight_decay: list[float],
@@ -275,28 +286,91 @@ def buckets(widths: list[int], rows_per_group: int, overhead: int, max_buckets: 
 
 def train_edits(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[int] | None = None,
                 progress=None, pass_overhead: int | None = None) -> list[TrainStats]:
-    """Reset `slots` (default 0..len(jobs)-1) with each job's seed and train them together.
+    """Reset `slots` (default 0..len(jobs)-1) with each job's seed and train them together: job j
+    in slots[j], every adapter left in its slot afterwards (continual merges them, episodes answer
+    through them).
 
     Returns one TrainStats per job, in order; an edit that fails (no sequences, a non-finite loss)
-    has `error` set and stops training, the others go on. `progress(done, total)` is called after
-    every global micro-step. `pass_overhead` (tokens; `CPU_PASS_TOKENS` / `GPU_PASS_TOKENS`) prices
-    one more forward pass when a step's rows are split by length (`buckets`). Base weights are
-    never changed.
+    has `error` set, the others go on. The special case of `train_queue` with one slot per job and
+    one flush at the end. Raises ValueError for a bad slot list.
     """
     slots = list(range(len(jobs))) if slots is None else list(slots)
-    if len(slots) != len(jobs) or len(set(slots)) != len(slots) or any(not 0 <= s < bank.n_slots for s in slots):
-        raise ValueError(f"need one distinct slot in 0..{bank.n_slots - 1} per edit, got {slots}")
+    if len(slots) != len(jobs):
+        raise ValueError(f"need one slot per edit, got {len(slots)} slots for {len(jobs)} edits")
+    stats: list[TrainStats | None] = [None] * len(jobs)
+    for finished in train_queue(bank, tokenizer, jobs, slots, flush_at=len(jobs), longest_first=False,
+                                progress=progress, pass_overhead=pass_overhead):
+        for j, _, st in finished:
+            stats[j] = st
+    return stats
+
+
+@dataclass
+class QueueMeter:
+    """What one `train_queue` call did, for benchmarks: global steps, forward/backward passes, the
+    sum over steps of live slots (occupancy = live_slot_steps / (steps * slots)), target and padded
+    tokens, flushes and training wall seconds (answering between flushes excluded)."""
+    slots: int = 0
+    steps: int = 0
+    passes: int = 0
+    live_slot_steps: int = 0
+    tokens: int = 0
+    padded_tokens: int = 0
+    flushes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def occupancy(self) -> float:
+        return self.live_slot_steps / max(1, self.steps * self.slots)
+
+
+@dataclass
+class _Live:
+    """An edit holding a slot: its plan and where it is in it."""
+    job: int
+    slot: int
+    at: int = 0             # its next micro-batch
+    admitted: float = 0.0   # host clock when it took the slot
+
+
+def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[int] | None = None,
+                flush_at: int | None = None, longest_first: bool = True, progress=None,
+                pass_overhead: int | None = None, meter: QueueMeter | None = None):
+    """Train a queue of edits through the bank's slots, keeping every slot busy (continuous
+    batching of fine-tunes). A generator: it yields lists of (job index, slot, TrainStats) for
+    edits that have finished; until the caller asks for the next list, each yielded edit's adapter
+    sits in its slot (answer through it, merge it); then those slots are reset (adapter from the
+    next edit's seed, optimizer state zeroed) and given to queued edits.
+
+    Every edit keeps its own semantics whatever shares its steps (its seeded order, batch size,
+    accumulation, epochs, lr schedule, clipping, init seed): at each global step every live edit
+    contributes its next micro-batch, one group of rows in its slot, exactly as in `train_edits`.
+    `slots`: the slots to use (default all of the bank's). `longest_first`: start the edits with the
+    most micro-batches first (the tail of a queue is then short edits); else jobs take slots in
+    order, so with one slot per job, job j trains in slots[j]. Edits are yielded in groups of
+    `flush_at` (default K/4; K/2 once the queue is empty) or when none is left training: each
+    flush waits for the device once and lets the caller answer many edits in one generation. An edit that cannot train (no sequences) takes a slot, gets a fresh
+    adapter and is handed back failed. `progress(done, total)` counts micro-batches over all edits. `meter` (a QueueMeter) is filled in as the queue runs.
+
+    Time per edit (`TrainStats.seconds`) is attributed, not the batch's: the training wall time
+    between two flushes is split over that interval's passes by their cost (`pass_overhead` +
+    padded tokens), a pass's share equally over its edits (their rows are padded alike).
+    `slot_seconds` is the wall time from taking the slot to being yielded.
+    """
+    slots = list(range(bank.n_slots)) if slots is None else list(slots)
+    if not slots or len(set(slots)) != len(slots) or any(not 0 <= s < bank.n_slots for s in slots):
+        raise ValueError(f"need distinct slots in 0..{bank.n_slots - 1}, got {slots}")
     device = bank.device
     if pass_overhead is None:
         pass_overhead = GPU_PASS_TOKENS if str(device).startswith("cuda") else CPU_PASS_TOKENS
     # Activations grow with padded tokens: passes are kept under a share of the device's memory.
     max_pass_tokens = _max_pass_tokens(bank)
-    stats = [TrainStats() for _ in jobs]
-    plans: list[list[_Micro]] = []
-    totals: list[int] = []
-    seqs: list[list] = []
+    flush_at = max(1, flush_at or len(slots) // 4)
+    meter = meter if meter is not None else QueueMeter()
+    meter.slots = len(slots)
+    stats = [TrainStats(batch_edits=len(jobs)) for _ in jobs]
+    seqs, plans, totals = [], [], []
     for j, job in enumerate(jobs):
-        bank.reset(slots[j], job.seed)
         encoded = encode(tokenizer, job.texts, job.settings.max_length) if job.texts else []
         seqs.append(encoded)
         stats[j].n_sequences = len(encoded)
@@ -305,50 +379,141 @@ def train_edits(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
         totals.append(total)
         if not encoded:
             stats[j].error = "nothing to train on: the edit produced no training sequences"
+    queue = list(range(len(jobs)))
+    if longest_first:
+        queue.sort(key=lambda j: -len(plans[j]))  # stable: ties keep the caller's order
+    queue.reverse()  # popped from the end
+    n_micro, done_micro = sum(len(p) for p in plans), 0
+    rank = {slot: i for i, slot in enumerate(slots)}
+    free = sorted(slots, key=rank.get, reverse=True)  # popped from the end: slots in the order given
     optimizer = BatchedAdamW(bank.flat)
     bank.zero_grad()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    n_micro = max((len(p) for p in plans), default=0)
-    log: list[tuple] = []  # (micro-step, edits, their losses on the device, targets, padded tokens)
-    _sync(device)
-    start = time.perf_counter()
-    grad_mode = torch.is_grad_enabled()
-    torch.set_grad_enabled(True)  # callers may sit inside torch.no_grad()
+    live: dict[int, _Live] = {}
+    finished: list[_Live] = []
+    log: list[tuple] = []   # per pass: (members as (job, micro), losses on the device, targets, padded per member, cost)
+    tally = _Tally(stats, plans)
+    origin = time.perf_counter()
     try:
-        for t in range(n_micro):
-            active = [j for j in range(len(jobs)) if t < len(plans[j])]
-            micros = {j: plans[j][t] for j in active}
-            groups = {j: [seqs[j][i] for i in micros[j].indices] for j in active}
-            m = max(len(g) for g in groups.values())
-            widths = [max(len(ids) for ids, _ in groups[j]) for j in active]
-            for part in buckets(widths, m, pass_overhead, max_tokens=max_pass_tokens):
-                log.append((t, *_forward_backward(bank, jobs, slots, [active[g] for g in part], groups, pad)))
-            due = sorted((slots[j], j) for j in active if micros[j].step_after)
-            s = [jobs[j].settings for _, j in due]
-            optimizer.step([slot for slot, _ in due],
-                           [x.learning_rate * lr_factor(x.lr_schedule, x.warmup_steps, totals[j], micros[j].step)
-                            for x, (_, j) in zip(s, due)],
-                           [x.weight_decay for x in s],
-                           [x.max_grad_norm or float("inf") for x in s] if any(x.max_grad_norm for x in s) else None)
-            if progress:
-                progress(t + 1, n_micro)
+        _sync(device)
+        interval = time.perf_counter()
+        while queue or live or finished:
+            while free and queue:
+                j = queue.pop()
+                slot = free.pop()
+                bank.reset(slot, jobs[j].seed)
+                optimizer.reset(slot)
+                entry = _Live(j, slot, admitted=time.perf_counter())
+                if plans[j]:
+                    live[slot] = entry
+                else:  # nothing to train: handed back (failed, with a fresh adapter) at the next flush
+                    finished.append(entry)
+            if live:
+                members = [live[s] for s in sorted(live)]
+                micros = [plans[e.job][e.at] for e in members]
+                groups = [[seqs[e.job][i] for i in m.indices] for e, m in zip(members, micros)]
+                m = max(len(g) for g in groups)
+                widths = [max(len(ids) for ids, _ in g) for g in groups]
+                for part in buckets(widths, m, pass_overhead, max_tokens=max_pass_tokens):
+                    losses, counts, padded, pass_tokens = _forward_backward(
+                        bank, [(members[g].slot, groups[g], jobs[members[g].job].settings.grad_accum_steps)
+                               for g in part], pad)
+                    log.append(([(members[g].job, members[g].at) for g in part], losses, counts, padded,
+                                pass_overhead + pass_tokens))
+                    meter.passes += 1
+                    meter.padded_tokens += pass_tokens
+                due = [(e, mc) for e, mc in zip(members, micros) if mc.step_after]
+                if due:
+                    s = [jobs[e.job].settings for e, _ in due]
+                    optimizer.step([e.slot for e, _ in due],
+                                   [x.learning_rate * lr_factor(x.lr_schedule, x.warmup_steps, totals[e.job], mc.step)
+                                    for x, (e, mc) in zip(s, due)],
+                                   [x.weight_decay for x in s],
+                                   [x.max_grad_norm or float("inf") for x in s] if any(x.max_grad_norm for x in s) else None)
+                meter.steps += 1
+                meter.live_slot_steps += len(members)
+                done_micro += len(members)
+                for e in members:
+                    e.at += 1
+                    if e.at == len(plans[e.job]):
+                        finished.append(live.pop(e.slot))
+                if progress:
+                    progress(done_micro, n_micro)
+            # Hand back when enough slots wait to be reused; once the queue is empty no slot is
+            # waited for, so the tail is handed back in fewer, larger groups (fewer generations).
+            if finished and (not live or len(finished) >= (flush_at if queue else max(flush_at, len(slots) // 2))):
+                _sync(device)
+                now = time.perf_counter()
+                meter.seconds += now - interval
+                meter.tokens += tally.add(log, now - interval)
+                log = []
+                # An edit whose loss turned non-finite is over: it leaves its slot now.
+                for slot in [s for s, e in live.items() if stats[e.job].error]:
+                    finished.append(live.pop(slot))
+                out = sorted(finished, key=lambda e: e.slot)
+                finished = []
+                for e in out:
+                    st = stats[e.job]
+                    st.slot_seconds, st.batch_seconds = now - e.admitted, now - origin
+                meter.flushes += 1
+                yield [(e.job, e.slot, stats[e.job]) for e in out]
+                free.extend(e.slot for e in out)
+                free.sort(key=rank.get, reverse=True)
+                interval = time.perf_counter()
     finally:
-        torch.set_grad_enabled(grad_mode)
         bank.zero_grad()
-    _record(stats, plans, log)
-    _sync(device)
-    seconds = time.perf_counter() - start
-    for st in stats:
-        st.batch_seconds, st.batch_edits, st.seconds = seconds, len(jobs), seconds / max(len(jobs), 1)
-    return stats
 
 
-def _forward_backward(bank, jobs, slots, members, groups, pad) -> tuple:
-    """One forward/backward over `members`' micro-batches: (members, their losses (device),
-    target tokens, padded tokens per edit). A non-finite loss is kept out of the summed loss; the
-    gradient of a sum reaches each edit's slot from its own rows only, so other edits are untouched."""
-    layout = [slots[j] for j in members]
-    rows = [groups[j] for j in members]
+class _Tally:
+    """Per-edit losses, steps and token counts from the training log, one device transfer per
+    flush; an edit whose loss turned non-finite is failed from that micro-batch on."""
+
+    def __init__(self, stats: list[TrainStats], plans: list[list[_Micro]]):
+        self.stats, self.plans = stats, plans
+        self.epoch: dict[int, list[float]] = {}
+
+    def add(self, log: list[tuple], seconds: float) -> int:
+        """Record `log`'s passes, splitting `seconds` of wall time over them by cost; returns the
+        target tokens recorded."""
+        if not log:
+            return 0
+        values = torch.cat([entry[1] for entry in log]).float().cpu().tolist()
+        total_cost = sum(entry[4] for entry in log)
+        at, tokens = 0, 0
+        for members, _, counts, padded, cost in log:
+            share = seconds * cost / total_cost / len(members)
+            for (j, t), count, value in zip(members, counts, values[at:at + len(members)]):
+                st, micro = self.stats[j], self.plans[j][t]
+                st.seconds += share
+                st.passes += 1
+                if st.error is None and not math.isfinite(value):
+                    st.error = (f"loss became {value} at step {st.steps} (epoch {micro.epoch}); "
+                                "lower the learning rate or check the training texts")
+                if st.error is not None:
+                    continue
+                if math.isnan(st.first_loss):
+                    st.first_loss = value
+                st.last_loss = value
+                st.tokens += count
+                tokens += count
+                st.padded_tokens += padded
+                self.epoch.setdefault(j, []).append(value)
+                st.steps += micro.step_after
+                if t + 1 == len(self.plans[j]) or self.plans[j][t + 1].epoch != micro.epoch:
+                    st.epoch_losses.append(sum(self.epoch[j]) / len(self.epoch[j]))
+                    self.epoch[j] = []
+            at += len(members)
+        return tokens
+
+
+def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
+    """One forward/backward over members' micro-batches, each (slot, rows, grad_accum_steps):
+    (their losses on the device, target tokens per member, padded tokens per member, padded
+    tokens of the whole pass, filler rows included). A
+    non-finite loss is kept out of the summed loss; the gradient of a sum reaches each slot from
+    its own rows only, so other edits are untouched."""
+    layout = [slot for slot, _, _ in members]
+    rows = [g for _, g, _ in members]
     if 2 * len(members) >= bank.n_slots and len(members) < bank.n_slots:
         # Most slots are here: give the others an empty filler group, so every slot sits in order and
         # the adapters are used as they are (no gather, and no gathered copy kept for backward).
@@ -357,48 +522,21 @@ def _forward_backward(bank, jobs, slots, members, groups, pad) -> tuple:
         rows = [by_slot.get(slot, []) for slot in layout]
     batch = _rows(rows, pad, bank.device)
     routing = Routing(layout, batch.rows_per_group, bank.n_slots, bank.device)
-    with bank.route(routing):
-        losses = group_losses(bank.model, batch)
-    if len(layout) != len(members):  # keep the members' losses, in their order
-        index = [layout.index(slots[j]) for j in members]
-        losses = losses.index_select(0, to_device(index, torch.long, losses.device))
-        batch.counts = [batch.counts[i] for i in index]
-    accum = to_device([float(jobs[j].settings.grad_accum_steps) for j in members], losses.dtype, losses.device)
-    with warnings.catch_warnings():  # gradients are strided views on purpose (engine/lora.py)
-        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-        finite = torch.isfinite(losses)
-        (torch.where(finite, losses, torch.zeros_like(losses)) / accum).sum().backward()
+    with torch.enable_grad():  # callers may sit inside torch.no_grad()
+        with bank.route(routing):
+            losses = group_losses(bank.model, batch)
+        counts = batch.counts
+        if len(layout) != len(members):  # keep the members' losses, in their order
+            index = [layout.index(slot) for slot, _, _ in members]
+            losses = losses.index_select(0, to_device(index, torch.long, losses.device))
+            counts = [counts[i] for i in index]
+        accum = to_device([float(a) for _, _, a in members], losses.dtype, losses.device)
+        with warnings.catch_warnings():  # gradients are strided views on purpose (engine/lora.py)
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+            finite = torch.isfinite(losses)
+            (torch.where(finite, losses, torch.zeros_like(losses)) / accum).sum().backward()
     bank.collect_gradients()
-    return members, losses.detach(), batch.counts, batch.rows_per_group * batch.input_ids.shape[1]
-
-
-def _record(stats: list[TrainStats], plans: list[list[_Micro]], log: list[tuple]) -> None:
-    """Per-edit losses, steps and token counts from the training log (one transfer from the
-    device). An edit whose loss turned non-finite is failed from that micro-step on."""
-    if not log:
-        return
-    values = torch.cat([entry[2] for entry in log]).float().cpu().tolist()
-    epoch: dict[int, list[float]] = {}
-    at = 0
-    for t, members, losses, counts, padded in log:
-        for j, count, value in zip(members, counts, values[at:at + len(members)]):
-            st, micro = stats[j], plans[j][t]
-            if st.error is None and not math.isfinite(value):
-                st.error = (f"loss became {value} at step {st.steps} (epoch {micro.epoch}); "
-                            "lower the learning rate or check the training texts")
-            if st.error is not None:
-                continue
-            if math.isnan(st.first_loss):
-                st.first_loss = value
-            st.last_loss = value
-            st.tokens += count
-            st.padded_tokens += padded
-            epoch.setdefault(j, []).append(value)
-            st.steps += micro.step_after
-            if t + 1 == len(plans[j]) or plans[j][t + 1].epoch != micro.epoch:
-                st.epoch_losses.append(sum(epoch[j]) / len(epoch[j]))
-                epoch[j] = []
-        at += len(members)
+    return losses.detach(), counts, batch.rows_per_group * batch.input_ids.shape[1], batch.input_ids.numel()
 
 
 def _max_pass_tokens(bank: AdapterBank) -> int:

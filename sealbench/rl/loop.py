@@ -129,25 +129,32 @@ def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, pare
     rewards = folder.latest(f"{name}/rewards.jsonl")
     by_id = {i.id: i for i in items}
     todo = [samples[k] for k in samples if k not in rewards]
-    k = remote.start_round(folder.path, r, parent) if remote is not None and todo else engine.k
-    chunks = _chunks(todo, max(1, k // cfg.repeats))
-    batches = [[(by_id[s["item_id"]], s["text"], derive_seed(cfg.seed, "rl-reward", r, s["key"], rep))
-                for s in chunk for rep in range(cfg.repeats)] for chunk in chunks]
-    done = (remote.rewards(batches) if remote is not None   # Ray workers with this round's policy, any order
-            else ((n, hooks.reward(engine, batch, cfg)) for n, batch in enumerate(batches)))
-    for i, scored in done:
-        chunk = chunks[i]
-        rows = []
-        for n, s in enumerate(chunk):
-            mine = scored[n * cfg.repeats:(n + 1) * cfg.repeats]
-            rows.append({"key": s["key"], "item_id": s["item_id"], "sample": s["sample"], "text": s["text"],
-                         "reward": sum(m["reward"] for m in mine) / cfg.repeats,
-                         "rewards": [m["reward"] for m in mine], "details": [m.get("details") for m in mine]})
+    flat = [(by_id[s["item_id"]], s["text"], derive_seed(cfg.seed, "rl-reward", r, s["key"], rep))
+            for s in todo for rep in range(cfg.repeats)]
+    if remote is not None and todo:  # Ray workers with this round's policy, chunks in any order
+        n = max(1, remote.start_round(folder.path, r, parent) // cfg.repeats)
+        chunks = _chunks(flat, n * cfg.repeats)
+        scored = ([(i * n * cfg.repeats + m, x) for m, x in enumerate(out)] for i, out in remote.rewards(chunks))
+    elif hasattr(hooks, "reward_stream"):  # one queue through the engine's slots, longest edits first
+        scored = hooks.reward_stream(engine, flat, cfg)
+    else:
+        n = max(1, engine.k // cfg.repeats) * cfg.repeats
+        scored = ([(i + m, x) for m, x in enumerate(hooks.reward(engine, flat[i:i + n], cfg))]
+                  for i in range(0, len(flat), n))
+    for ready in _whole_samples(scored, todo, cfg.repeats):
+        rows = [{"key": s["key"], "item_id": s["item_id"], "sample": s["sample"], "text": s["text"],
+                 "reward": sum(m["reward"] for m in mine) / cfg.repeats,
+                 "rewards": [m["reward"] for m in mine], "details": [m.get("details") for m in mine]}
+                for s, mine in ready]
         folder.append(f"{name}/rewards.jsonl", rows)
         rewards.update({row["key"]: row for row in rows})
         progress.set_description(f"SEAL RL round {r}")
         progress.update(len(rows) * cfg.repeats)
     reward_s = time.perf_counter() - start - sample_s
+    m = engine.meter  # this process's share of the rewards (none with Ray workers)
+    inner = {"global_steps": m.steps, "passes": m.passes, "occupancy": round(m.occupancy, 4), "slots": m.slots,
+             "flushes": m.flushes, "train_seconds": m.seconds, "trained_tokens": m.tokens,
+             "trained_tokens_per_s": m.tokens / max(m.seconds, 1e-9)}
     scored = [rewards[f"{i.id}|{j}"] for i in items for j in range(cfg.k)]
     baselines = hooks.baselines(engine, items, cfg, r) if cfg.keep == "beats-passage" else None
     kept = select_kept(scored, baselines, cfg.keep)
@@ -161,13 +168,29 @@ def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, pare
              "reward_all": mean_ci([s["reward"] for s in scored], cfg.seed),
              "reward_kept": mean_ci([s["reward"] for s in kept], cfg.seed), "sft": sft,
              "seconds": {"sample": sample_s, "reward": reward_s, "sft": sft.get("seconds", 0.0)},
-             "edits_per_second": len(scored) * cfg.repeats / max(reward_s, 1e-9)}
+             "edits_per_second": len(scored) * cfg.repeats / max(reward_s, 1e-9), "inner_loop": inner}
     if baselines is not None:
         stats["passage_baseline"] = mean_ci(list(baselines.values()), cfg.seed)
     write_json(rdir / "stats.json", stats)
     adapter = rdir / "policy_adapter.safetensors"
     write_json(rdir / "policy.json", {"round": r, "parent_fingerprint": parent,
                                       "fingerprint": chain_fingerprint(parent, adapter), "written": now_iso()})
+
+
+def _whole_samples(scored, todo: list[dict], repeats: int):
+    """Group rewards (lists of (index into the samples' repeats, reward dict)) into samples whose
+    repeats have all finished: yields lists of (sample, [reward dict per repeat])."""
+    got: dict[int, dict[int, dict]] = {}
+    for group in scored:
+        ready = []
+        for i, x in group:
+            mine = got.setdefault(i // repeats, {})
+            mine[i % repeats] = x
+            if len(mine) == repeats:
+                del got[i // repeats]
+                ready.append((todo[i // repeats], [mine[rep] for rep in range(repeats)]))
+        if ready:
+            yield ready
 
 
 @contextmanager
@@ -230,7 +253,7 @@ def _heldout(hooks, folder, loaded, heldout: list, cfg: RLConfig, r: int, progre
     todo = [i for i in heldout if i.id not in done]
     if todo:
         engine = Engine(loaded, cfg.inner_lora, cfg.edits_per_batch)
-        for chunk in _chunks(todo, engine.k):
+        for chunk in _chunks(todo, 4 * engine.k):  # each chunk one queue through the slots
             folder.append(name, hooks.heldout(engine, chunk, cfg))
         engine.close()
 

@@ -13,7 +13,7 @@ from ..base import Work
 from . import metrics, protocols
 from .continual import run_sequences
 from .data import DataError, seal_eval_passages
-from .episode import AnswerSettings, EditError, Episode, build_texts, run_episodes
+from .episode import AnswerSettings, EditError, Episode, build_texts, iter_episodes
 from .prompts import self_edit_prompt, training_texts
 from .rl import SquadRL
 
@@ -44,15 +44,33 @@ class SquadFamily:
                                 for p, s in zip(prompts, seeds)])
 
     def run(self, engine, units: list, edits: dict, config, grader) -> list[dict]:
-        """Rows for a batch of units; `edits[unit key]` lists (EditRef, edit row) in the unit's order."""
+        """Rows for a batch of units, in order; `edits[unit key]` lists (EditRef, edit row) in the
+        unit's order."""
+        rows = {}
+        for done, out in self.stream(engine, units, edits, config, grader):
+            rows.update((u.key, row) for u, row in zip(done, out))
+        return [rows[u.key] for u in units]
+
+    def stream(self, engine, units: list, edits: dict, config, grader):
+        """(units, their rows) as units finish, for any number of units: single and cpt episodes go
+        through the engine as one queue (slots reused as edits finish, episode.py); continual runs
+        K sequences at a time (each merges its edits in order)."""
         if config.protocol == "continual":
-            notes = {(u.key, ref.item_id): row["text"] if not row.get("error") else None
-                     for u in units for ref, row in edits.get(u.key, [])}
-            rows = run_sequences(engine, units, notes, config, grader)
-        else:
-            episodes = [self._episode(u, edits.get(u.key, []), config) for u in units]
-            rows = run_episodes(engine, episodes, config.train_settings(),
-                                AnswerSettings(config.answer_style, config.max_answer_tokens, config.answer_stops), grader)
+            for i in range(0, len(units), engine.k):
+                batch = units[i:i + engine.k]
+                notes = {(u.key, ref.item_id): row["text"] if not row.get("error") else None
+                         for u in batch for ref, row in edits.get(u.key, [])}
+                yield batch, self._stamp(batch, run_sequences(engine, batch, notes, config, grader), edits)
+            return
+        episodes = [self._episode(u, edits.get(u.key, []), config) for u in units]
+        unit_of = {id(e): u for e, u in zip(episodes, units)}
+        answer = AnswerSettings(config.answer_style, config.max_answer_tokens, config.answer_stops)
+        for done in iter_episodes(engine, episodes, config.train_settings(), answer, grader):
+            batch = [unit_of[id(e)] for e, _ in done]
+            yield batch, self._stamp(batch, [row for _, row in done], edits)
+
+    @staticmethod
+    def _stamp(units: list, rows: list[dict], edits: dict) -> list[dict]:
         for u, row in zip(units, rows):
             pairs = edits.get(u.key, [])
             row.update(contender=u.contender.name, **u.info, passage_ids=[p.id for p in u.items], seed=u.seed,

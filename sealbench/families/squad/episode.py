@@ -2,7 +2,8 @@
 questions closed-book (or open-book for the ceiling), cut the answers, grade them.
 
 The single-passage protocol (one passage), CPT (N passages in one adapter), the SEAL RL reward and
-the lm-eval model type all run `run_episodes`, K episodes per batch through one Engine, so a
+the lm-eval model type all run `iter_episodes` (or `run_episodes`, its list form): a queue of
+episodes through one Engine's K slots, each answered as soon as its edit has finished, so a
 contender means one procedure everywhere. `build_texts` is the only place a self-edit becomes
 training sequences (SEAL's rule, prompts.py), and it validates the self-edit first.
 """
@@ -64,50 +65,74 @@ def build_texts(passages: list[Passage], notes: list[list[str | None]], prompt_k
 
 def run_episodes(engine: Engine, episodes: list[Episode], train: TrainSettings, answer: AnswerSettings,
                  grader) -> list[dict]:
-    """Run up to `engine.k` episodes together; one result dict per episode, in order:
-    {key, status, error, train, questions: [{question, golds, raw, prediction, correct, reason, em,
-    f1}], accuracy, em, f1, timing}. Failures (bad self-edit, NaN loss) are per episode."""
+    """Every episode's result dict, in order (see `iter_episodes`)."""
+    rows = {}
+    for done in iter_episodes(engine, episodes, train, answer, grader):
+        rows.update((id(e), row) for e, row in done)
+    return [rows[id(e)] for e in episodes]
+
+
+def iter_episodes(engine: Engine, episodes: list[Episode], train: TrainSettings, answer: AnswerSettings,
+                  grader, flush_at: int | None = None):
+    """Run a queue of episodes of any length through the engine's K slots (continuous batching,
+    engine/train.py `train_queue`): yields lists of (episode, result dict) as episodes finish, the
+    ones that need no training (and those failed before training) first. Each finished group is
+    answered in one batched generation through its adapters before their slots are reused.
+
+    A result dict: {key, status, error, train, n_train_sequences, questions: [{passage_id,
+    question, golds, raw, prediction, correct, reason, em, f1}], accuracy, em, f1, timing}.
+    Failures (bad self-edit, NaN loss) are per episode. Timing: train_s is the edit's attributed
+    share of training (engine/train.py), answer_s and grade_s its share of its group's generation
+    and grading by questions."""
     start = time.perf_counter()
     adapt = [e for e in episodes if e.texts is not None and e.error is None]
-    stats = engine.train([EditJob(e.texts, train, e.seed) for e in adapt])
-    slot = {e.key: i for i, e in enumerate(adapt)}
-    errors = {e.key: e.error for e in episodes if e.error}
-    errors.update({e.key: st.error for e, st in zip(adapt, stats) if st.error})
+    first = [e for e in episodes if not (e.texts is not None and e.error is None)]
+    if first:
+        yield list(zip(first, _answer(engine, [(e, None, None) for e in first], answer, grader, start, len(episodes))))
+    jobs = [EditJob(e.texts, train, e.seed) for e in adapt]
+    for finished in engine.train_queue(jobs, flush_at=flush_at):
+        group = [(adapt[j], slot, st) for j, slot, st in finished]
+        yield list(zip([e for e, _, _ in group], _answer(engine, group, answer, grader, start, len(episodes))))
+
+
+def _answer(engine: Engine, group: list[tuple], answer: AnswerSettings, grader, start: float,
+            n_episodes: int) -> list[dict]:
+    """Answer and grade (episode, slot, TrainStats or None) in one batched generation; rows in order."""
+    errors = {id(e): e.error or (st.error if st else None) for e, _, st in group}
     requests, owners = [], []
-    for e in episodes:
-        if e.key in errors:
+    for e, slot, _ in group:
+        if errors[id(e)]:
             continue
         for p in e.passages:
             for q in p.questions:
                 prompt = format_prompt(engine.tokenizer, answer_prompt(p, q, e.with_context), answer.style)
-                requests.append(GenRequest(prompt, slot=slot.get(e.key), max_new_tokens=answer.max_tokens))
-                owners.append((e.key, p, q))
+                requests.append(GenRequest(prompt, slot=slot, max_new_tokens=answer.max_tokens))
+                owners.append((id(e), p, q))
     t = time.perf_counter()
-    raws = engine.generate(requests, stop_strings=list(answer.stops))
+    raws = engine.generate(requests, stop_strings=list(answer.stops)) if requests else []
     answer_s = time.perf_counter() - t
     t = time.perf_counter()
-    graded: dict[str, list[dict]] = {}
-    for (key, p, q), raw in zip(owners, raws):
+    graded: dict[int, list[dict]] = {}
+    for (owner, p, q), raw in zip(owners, raws):
         pred = cut_answer(raw, answer.stops)
         verdict = grader.grade(q.question, q.answers, pred)
-        graded.setdefault(key, []).append({
+        graded.setdefault(owner, []).append({
             "passage_id": p.id, "question": q.question, "golds": q.answers, "raw": raw, "prediction": pred,
             "correct": bool(verdict), "reason": verdict.reason, "em": exact_match(pred, q.answers),
             "f1": f1_score(pred, q.answers)})
     grade_s = time.perf_counter() - t
     n_questions = max(len(owners), 1)
-    train_by_key = {e.key: st for e, st in zip(adapt, stats)}
     peak = round(peak_memory_mb(engine.device), 1)
     out = []
-    for e in episodes:
-        st = train_by_key.get(e.key)
-        row = {"key": e.key, "status": "failed" if e.key in errors else "ok", "error": errors.get(e.key),
+    for e, _, st in group:
+        error = errors[id(e)]
+        row = {"key": e.key, "status": "failed" if error else "ok", "error": error,
                "train": st.to_dict() if st else None, "n_train_sequences": len(e.texts or [])}
-        qs = graded.get(e.key, [])
+        qs = graded.get(id(e), [])
         share = len(qs) / n_questions
-        row["timing"] = {"train_s": st.seconds if st else 0.0, "answer_s": answer_s * share,
-                         "grade_s": grade_s * share, "batch_edits": len(episodes), "peak_mem_mb": peak,
-                         "batch_s": time.perf_counter() - start}
+        row["timing"] = {"train_s": st.seconds if st else 0.0, "slot_s": st.slot_seconds if st else 0.0,
+                         "answer_s": answer_s * share, "grade_s": grade_s * share, "batch_edits": n_episodes,
+                         "peak_mem_mb": peak, "batch_s": time.perf_counter() - start}
         if row["status"] == "ok":
             if not qs:
                 row.update(status="failed", error="no questions to answer for these passages")

@@ -9,8 +9,8 @@ from ...engine.inner_loop import format_prompt
 from ...grading import get_grader
 from ..base import derive_seed, stable_hash
 from .data import load_passages, seal_eval_passages
-from .episode import AnswerSettings, Episode, run_episodes
-from .prompts import self_edit_prompt, training_texts
+from .episode import AnswerSettings, EditError, Episode, build_texts, iter_episodes
+from .prompts import self_edit_prompt
 
 
 class SquadRL:
@@ -30,23 +30,37 @@ class SquadRL:
                                 for p, s in zip(prompts, seeds)])
 
     def reward(self, engine, batch: list[tuple], cfg, with_notes: bool = True) -> list[dict]:
-        """[(passage, notes text, seed)] -> [{reward: adapted accuracy, details}]; a failed episode
-        (e.g. a NaN loss) earns 0."""
-        episodes = [Episode(stable_hash([p.id, text, seed]), [p],
-                            training_texts(p, [text] if with_notes else [], cfg.prompt), seed)
-                    for p, text, seed in batch]
-        rows = run_episodes(engine, episodes, cfg.inner, AnswerSettings(cfg.answer_style, cfg.max_answer_tokens, cfg.answer_stops),
-                            get_grader(cfg.grader))
-        return [{"reward": r.get("accuracy", 0.0) if r["status"] == "ok" else 0.0,
-                 "details": {"error": r["error"], "train_s": r["timing"]["train_s"],
-                             "answer_s": r["timing"]["answer_s"]}} for r in rows]
+        """[(passage, notes text, seed)] -> [{reward, details}] in order (see `reward_stream`)."""
+        out = {}
+        for done in self.reward_stream(engine, batch, cfg, with_notes):
+            out.update(done)
+        return [out[i] for i in range(len(batch))]
+
+    def reward_stream(self, engine, batch: list[tuple], cfg, with_notes: bool = True):
+        """Rewards of [(passage, notes text, seed)] as their episodes finish: yields lists of (index
+        into batch, {reward: adapted accuracy, details}). The whole batch is one queue through the
+        engine's slots (longest edits first). A self-edit is made into training sequences by the
+        rule every run uses (`build_texts`: at most `max_statements` statements); an invalid one,
+        or a failed episode (e.g. a NaN loss), earns 0 with its reason in details.error."""
+        episodes = []
+        for p, text, seed in batch:
+            key = stable_hash([p.id, text, seed])
+            try:
+                texts, _ = build_texts([p], [[text] if with_notes else []], cfg.prompt, True, cfg.max_statements)
+                episodes.append(Episode(key, [p], texts, seed))
+            except EditError as err:
+                episodes.append(Episode(key, [p], [], seed, error=str(err)))
+        index = {id(e): i for i, e in enumerate(episodes)}
+        answer = AnswerSettings(cfg.answer_style, cfg.max_answer_tokens, cfg.answer_stops)
+        for done in iter_episodes(engine, episodes, cfg.inner, answer, get_grader(cfg.grader)):
+            yield [(index[id(e)], {"reward": r.get("accuracy", 0.0) if r["status"] == "ok" else 0.0,
+                                   "details": {"error": r["error"], "train_s": r["timing"]["train_s"],
+                                               "answer_s": r["timing"]["answer_s"]}}) for e, r in done]
 
     def baselines(self, engine, items: list, cfg, r: int) -> dict[str, float]:
         """Passage-only rewards (keep rule beats-passage), averaged over the same repeats."""
         batch = [(p, "", derive_seed(cfg.seed, "rl-baseline", r, p.id, rep)) for p in items for rep in range(cfg.repeats)]
-        out = []
-        for i in range(0, len(batch), engine.k):
-            out += self.reward(engine, batch[i:i + engine.k], cfg, with_notes=False)
+        out = self.reward(engine, batch, cfg, with_notes=False)
         return {p.id: sum(x["reward"] for x in out[n * cfg.repeats:(n + 1) * cfg.repeats]) / cfg.repeats
                 for n, p in enumerate(items)}
 
