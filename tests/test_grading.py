@@ -359,7 +359,9 @@ def test_match_held_out_by_question(calibration_rows):
 def test_two_key_word_bucket(calibration_rows):
     """Golds with two key words of which the prediction matches one: match agreed with GPT-4.1
     on 123 of 178 such rows before the 2026-11-30 rules (replacement, acronyms, qualifiers and
-    prepositions, "X and Y"); now on 143 of 180 (on the original 178 rows: 141)."""
+    prepositions, "X and Y"); then on 143 of 180 (on the original 178 rows: 141). Since the
+    answer-shape rules of issue 20, a soft match on a question word is no evidence, so 6 of those
+    rows (all agreeing, all still agreeing) fall to no key word found: 137 of 174."""
     g = MatchGrader()
     agree = n = 0
     for r in calibration_rows:
@@ -367,18 +369,19 @@ def test_two_key_word_bucket(calibration_rows):
         if len(info["keys"]) == 2 and info["coverage"] == 0.5:
             n += 1
             agree += info["correct"] == r["gpt41_correct"]
-    assert n == 180 and agree >= 143, (agree, n)
+    assert n == 174 and agree >= 137, (agree, n)
 
 
 def test_cutting_calibration_answers(calibration_rows):
     """The calibration predictions are not cut (582 change under cut_answer, 261 beyond
-    whitespace). Cutting them changes 7 of match's verdicts (lists after "...the following:\n\n")
-    and costs it 0.03 points, so match is calibrated on whole answers; em/f1 use cut answers."""
+    whitespace). Cutting them changes 5 of match's verdicts (lists after "...the following:\n\n";
+    7 before the answer-shape rules of issue 20) and costs it 0.08 points (3 rows), so match is
+    calibrated on whole answers; em/f1 use cut answers."""
     cut = [cut_answer(r["prediction"], ANSWER_STOPS) for r in calibration_rows]
     assert sum(c != r["prediction"].strip() for c, r in zip(cut, calibration_rows)) == 261
     whole = calibrate(calibration_rows, "match")
     cut_report = calibrate(calibration_rows, "match", stops=ANSWER_STOPS)
-    assert whole["agreement"] - cut_report["agreement"] == pytest.approx(1 / 3896)
+    assert whole["agreement"] - cut_report["agreement"] == pytest.approx(3 / 3896)
 
 
 def test_label_noise_ceiling(calibration_rows):
