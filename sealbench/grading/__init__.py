@@ -39,6 +39,7 @@ from .calibration import (
     grade_rows,
     load_calibration_rows,
     load_embedded_calibration_rows,
+    markdown_table,
     passage_folds,
     question_folds,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "grade_rows",
     "load_calibration_rows",
     "load_embedded_calibration_rows",
+    "markdown_table",
     "passage_folds",
     "question_folds",
 ]

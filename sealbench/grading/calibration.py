@@ -253,3 +253,20 @@ def calibrate_by_passage(
     rows = list(rows)
     return calibrate_held_out(rows, grader, grid=grid, k=k, max_bias=max_bias,
                               reference_key=reference_key, folds=passage_folds(rows, k), by=by)
+
+
+def markdown_table(report: Mapping, by: str = "contender", reference: str = "judge") -> str:
+    """A report's metrics per ``by`` value (``by_<by>``) and overall as a Markdown table:
+    ``| <by> | n | agreement | grader acc. | <reference> acc. | bias | tp/fp/fn/tn |``, percentages
+    to one decimal. ``docs/grading.md`` holds these tables and the tests regenerate them."""
+    def row(name: str, m: Mapping) -> str:
+        c = m["confusion"]
+        return (f"| {name} | {m['n']} | {100 * m['agreement']:.1f}% | "
+                f"{100 * m['grader_accuracy']:.1f}% | {100 * m['reference_accuracy']:.1f}% | "
+                f"{100 * m['bias']:+.1f} pp | {c['tp']}/{c['fp']}/{c['fn']}/{c['tn']} |")
+
+    lines = [f"| {by} | n | agreement | grader acc. | {reference} acc. | bias | tp/fp/fn/tn |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [row(name, m) for name, m in report[f"by_{by}"].items()]
+    lines.append(row("all", report))
+    return "\n".join(lines)

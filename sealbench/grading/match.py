@@ -20,6 +20,7 @@ from .shapes import (
 )
 from .words import (
     AFFIRMING,
+    DENIAL_RE,
     MONTHS,
     NEGATION_WINDOW,
     NEGATIONS,
@@ -175,8 +176,10 @@ def _namer(*texts: str):
 #: The answer-shape rules (:mod:`.shapes`) in force: "paren" (a gold's parenthetical part is
 #: optional), "date" (a date with the gold's month and another year), "unknown", "list",
 #: "conflict" (see :meth:`MatchGrader._shape`), "qword" (a soft match on a question word is no
-#: evidence, :func:`_find_keys`), "surname" (:func:`~.shapes.surname_only`).
-SHAPE_RULES = frozenset(("paren", "date", "unknown", "list", "conflict", "qword", "surname"))
+#: evidence, :func:`_find_keys`), "surname" (:func:`~.shapes.surname_only`), "denial" (a
+#: question about a denial turns the negation rule off, :data:`~.words.DENIAL_RE`).
+SHAPE_RULES = frozenset(("paren", "date", "unknown", "list", "conflict", "qword", "surname",
+                         "denial"))
 
 
 class MatchGrader(Grader):
@@ -199,7 +202,8 @@ class MatchGrader(Grader):
     5. Replacement: a gold word missing from the prediction and replaced by another word of its
        closed class (compass directions, months, weekdays, colours, numbers, ...) contradicts it.
     6. Negation: a negation that governs the matched gold words (see :func:`_negation`) makes the
-       answer wrong unless the question itself is negated ("What does X not do?").
+       answer wrong unless the question itself is negated ("What does X not do?") or asks about
+       a denial ("What did X deny them?").
     7. Coverage: the fraction of key words found in the prediction (soft word match, acronyms).
        Required coverage: all key words for golds of one or two key words; ``partial_threshold``
        (0.5) for longer golds, which GPT-4.1 accepts when paraphrased in part; and
@@ -296,7 +300,8 @@ class MatchGrader(Grader):
         pair = _replacement(gold_words, gold_toks, pred_toks, question_toks)
         if pair:
             return replaced(*pair)
-        if positions and not question_toks & NEGATIONS:
+        denial = "denial" in SHAPE_RULES and DENIAL_RE.search(question)
+        if positions and not question_toks & NEGATIONS and not denial:
             cue = _negation(pred, positions, question_toks, gold_toks)
             if cue is not None:
                 return verdict(False, "negated", f"{name(cue)!r} negates the gold words")
