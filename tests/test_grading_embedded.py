@@ -107,6 +107,7 @@ def doc_table(name: str) -> str:
         ("Who scored the winning goal?", "Marta Lindqvist",
          "The winning goal was scored by Erik Lindqvist.", False),
         ("Which culture hosts the festival?", "East Anglian", "It celebrates West Anglian music.", False),
+        ("Where did the congress meet?", "New Hartford", "The congress met in Hartford.", False),
         ("Who led the expedition?", "Colonel Ada Brandt", "An officer (Brandt) led it.", True),
         # a question about a denial is answered by a negated statement
         ("What did the duke deny the farmers?", "support for the revolt",
@@ -176,6 +177,7 @@ def test_shape_helpers():
     assert without_parentheses("Fort X (near Y") == "Fort X"
     assert without_parentheses("(all of it)") is None and without_parentheses("plain") is None
     assert surname_only("Ted Pell Jr.", "A pass to Pell.", "Who caught it?") == "Pell"
+    assert surname_only("New Hartford", "In Hartford.", "Where did they meet?") is None
     assert surname_only("Ted Pell", "Pell caught it.", "Did Pell catch it?") is None  # in question
     assert surname_only("pep rally", "a rally", "q") is None  # not a name
 

@@ -139,15 +139,17 @@ def without_parentheses(gold: str) -> str | None:
 # Washington", "Ted Ginn Jr."); generational suffixes are not the surname.
 _NAME_RE = re.compile(r"^(?:[A-Z][a-z]+\.?\s+){1,3}[A-Z][a-z]+(?:\s+(?:Jr|Sr)\.?)?$")
 _SUFFIXES = frozenset(("Jr", "Sr"))
+_WHO_RE = re.compile(r"\bwho(?:m|se)?\b", re.I)
 
 
 def surname_only(gold: str, region: str, question: str) -> str | None:
     """The surname by which the answer names the gold person ("Davis" for "Thomas Davis"), when
-    the gold is a person's name, the surname is not in the question, and the answer writes it
-    capitalised without another capitalised word before it ("South Asian" does not name "East
-    Asian", "James Davis" does not name "Thomas Davis")."""
+    the question asks for a person (who, whom, whose), the gold is a person's name, the surname
+    is not in the question, and the answer writes it capitalised without another capitalised word
+    before it ("South Asian" does not name "East Asian", "James Davis" does not name "Thomas
+    Davis"). Place names ("New York" is not conveyed by "York") are not asked with "who"."""
     gold = gold.strip()
-    if not _NAME_RE.match(gold):
+    if not _NAME_RE.match(gold) or not _WHO_RE.search(question):
         return None
     words = [w.rstrip(".") for w in gold.split()]
     surname = next(w for w in reversed(words) if w not in _SUFFIXES)
