@@ -333,9 +333,10 @@ def test_load_calibration_rows_missing(tmp_path, monkeypatch):
 
 
 def test_match_agrees_with_gpt41(calibration_rows):
-    """Regression guard at the measured level (docs/grading.md): 88.7% overall agreement
-    (base 89.5%, gpt4_1 87.8%), accuracy bias -1.1 pp (base -1.8, gpt4_1 -0.4); before the rule
-    changes of 2026-11-30 88.1%, -0.5 pp. Rule-based matching tops out near here on this data;
+    """Regression guard at the measured level (docs/grading.md): 88.9% overall agreement
+    (base 89.7%, gpt4_1 88.0%), accuracy bias -1.4 pp (base -2.0, gpt4_1 -0.8); before the
+    answer-shape rules of issue 20 88.7%, -1.1 pp; before the rule changes of 2026-11-30 88.1%,
+    -0.5 pp. Rule-based matching tops out near here on this data;
     see test_default_grader_meets_target for the unmet 92% goal."""
     r = calibrate(calibration_rows, "match")
     assert r["n"] == 3896
@@ -350,7 +351,8 @@ def test_match_agrees_with_gpt41(calibration_rows):
 
 def test_match_held_out_by_question(calibration_rows):
     """Held out by question (group 5-fold, partial_threshold chosen on the other folds):
-    88.8%, bias -1.8 pp (before the 2026-11-30 rule changes 88.2%, -1.3 pp)."""
+    89.0%, bias -1.9 pp (before issue 20's answer-shape rules 88.8%, -1.8 pp; before the
+    2026-11-30 rule changes 88.2%, -1.3 pp)."""
     r = calibrate_held_out(calibration_rows, "match")
     assert r["agreement"] >= 0.885 and abs(r["bias"]) <= 0.02, r
     assert len(r["chosen"]) == 5
@@ -359,7 +361,9 @@ def test_match_held_out_by_question(calibration_rows):
 def test_two_key_word_bucket(calibration_rows):
     """Golds with two key words of which the prediction matches one: match agreed with GPT-4.1
     on 123 of 178 such rows before the 2026-11-30 rules (replacement, acronyms, qualifiers and
-    prepositions, "X and Y"); now on 143 of 180 (on the original 178 rows: 141)."""
+    prepositions, "X and Y"); then on 143 of 180 (on the original 178 rows: 141). Since the
+    answer-shape rules of issue 20, a soft match on a question word is no evidence, so 6 of those
+    rows (all agreeing, all still agreeing) fall to no key word found: 137 of 174."""
     g = MatchGrader()
     agree = n = 0
     for r in calibration_rows:
@@ -367,18 +371,19 @@ def test_two_key_word_bucket(calibration_rows):
         if len(info["keys"]) == 2 and info["coverage"] == 0.5:
             n += 1
             agree += info["correct"] == r["gpt41_correct"]
-    assert n == 180 and agree >= 143, (agree, n)
+    assert n == 174 and agree >= 137, (agree, n)
 
 
 def test_cutting_calibration_answers(calibration_rows):
     """The calibration predictions are not cut (582 change under cut_answer, 261 beyond
-    whitespace). Cutting them changes 7 of match's verdicts (lists after "...the following:\n\n")
-    and costs it 0.03 points, so match is calibrated on whole answers; em/f1 use cut answers."""
+    whitespace). Cutting them changes 5 of match's verdicts (lists after "...the following:\n\n";
+    7 before the answer-shape rules of issue 20) and costs it 0.08 points (3 rows), so match is
+    calibrated on whole answers; em/f1 use cut answers."""
     cut = [cut_answer(r["prediction"], ANSWER_STOPS) for r in calibration_rows]
     assert sum(c != r["prediction"].strip() for c, r in zip(cut, calibration_rows)) == 261
     whole = calibrate(calibration_rows, "match")
     cut_report = calibrate(calibration_rows, "match", stops=ANSWER_STOPS)
-    assert whole["agreement"] - cut_report["agreement"] == pytest.approx(1 / 3896)
+    assert whole["agreement"] - cut_report["agreement"] == pytest.approx(3 / 3896)
 
 
 def test_label_noise_ceiling(calibration_rows):
@@ -395,8 +400,8 @@ def test_label_noise_ceiling(calibration_rows):
 
 
 @pytest.mark.xfail(
-    reason="target not met: the default grader 'match' agrees 88.8% held-out by question "
-    "(88.7% in-sample; base 89.5%, gpt4_1 87.8%), bias -1.1..-2.5 pp; a learned combiner with "
+    reason="target not met: the default grader 'match' agrees 89.0% held-out by question "
+    "(88.9% in-sample; base 89.7%, gpt4_1 88.0%), bias -0.8..-2.4 pp; a learned combiner with "
     "MiniLM embedding features measured 87.9% held-out (docs/grading.md)",
     strict=True,
 )

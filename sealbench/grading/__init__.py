@@ -16,7 +16,9 @@ answer convey the gold answer? extra detail is fine, contradictions are not"). T
 * :mod:`.answers`: :func:`cut_answer` and :data:`ANSWER_STOPS` (cut generated answers before
   grading), :func:`answer_region` (``match``'s own cut);
 * :mod:`.calibration`: :func:`calibrate`, :func:`calibrate_held_out`, :func:`load_calibration_rows`
-  (measure any grader against the GPT-4.1 verdicts);
+  (measure any grader against the GPT-4.1 verdicts), :func:`load_embedded_calibration_rows` and
+  :func:`calibrate_by_passage` (against a judge's verdicts on the embedded model's answers, held
+  out by passage, per contender);
 * :mod:`.base`: :class:`Grader`, :class:`Verdict`, :class:`GraderError`.
 
 Golds and predictions may be strings or numbers (``42`` is graded as "42"); a prediction of any
@@ -32,9 +34,13 @@ from .base import Grader, GraderError, Verdict
 from .calibration import (
     agreement_metrics,
     calibrate,
+    calibrate_by_passage,
     calibrate_held_out,
     grade_rows,
     load_calibration_rows,
+    load_embedded_calibration_rows,
+    markdown_table,
+    passage_folds,
     question_folds,
 )
 from .judge import JUDGE_PROMPT, JudgeGrader, parse_yes_no
@@ -63,8 +69,12 @@ __all__ = [
     "agreement_metrics",
     "calibrate",
     "calibrate_held_out",
+    "calibrate_by_passage",
     "grade_rows",
     "load_calibration_rows",
+    "load_embedded_calibration_rows",
+    "markdown_table",
+    "passage_folds",
     "question_folds",
 ]
 

@@ -5,7 +5,10 @@
 * :func:`grade_rows` grades dict rows with one grader;
 * :func:`calibrate` grades the rows with one grader and reports those metrics, overall and per file;
 * :func:`calibrate_held_out` does the same held out by question: the grader's tuned options are
-  chosen on the other folds (group k-fold, :func:`question_folds`) and scored on each fold.
+  chosen on the other folds (group k-fold, :func:`question_folds`) and scored on each fold;
+* :func:`load_embedded_calibration_rows` reads the judge's verdicts on the embedded model's answers
+  (``<data>/reference/judge_calibration_embedded/*.jsonl``), and :func:`calibrate_by_passage`
+  scores a grader on them held out by passage (:func:`passage_folds`), per contender.
 
 Predictions are cut with :func:`~sealbench.grading.answers.cut_answer` at ``stops`` before
 grading. By default (``stops=None``) each grader's own ``answer_stops`` are used:
@@ -26,31 +29,32 @@ from .answers import cut_answer
 from .base import Grader, row_fields
 
 CALIBRATION_SUBDIR = Path("reference") / "judge_calibration"
+EMBEDDED_CALIBRATION_SUBDIR = Path("reference") / "judge_calibration_embedded"
 
 #: The ``match`` grader's one tuned knob and the values tried for it when held out.
 MATCH_GRID: tuple[dict, ...] = tuple({"partial_threshold": t} for t in (0.4, 0.5, 0.6))
 
 
-def load_calibration_rows(data_dir: str | os.PathLike | None = None) -> list[dict]:
-    """Rows of ``<data_dir>/reference/judge_calibration/*.jsonl`` (files in name order).
-
-    ``data_dir`` defaults to ``$SEALBENCH_DATA_DIR``; it may also point straight at the
-    ``judge_calibration`` folder. Each row has source, title, question, gold, prediction,
-    gpt41_correct."""
+def _data_root(data_dir: str | os.PathLike | None) -> Path:
     if data_dir is None:
         data_dir = os.environ.get("SEALBENCH_DATA_DIR")
         if not data_dir:
             raise FileNotFoundError(
                 "no data directory: pass data_dir or set SEALBENCH_DATA_DIR (e.g. ../shared/data)"
             )
-    root = Path(data_dir)
-    folder = root / CALIBRATION_SUBDIR
+    return Path(data_dir)
+
+
+def _load_jsonl_folder(root: Path, subdir: Path) -> list[dict]:
+    """Rows of ``root/subdir/*.jsonl`` (or ``root/*.jsonl`` when ``root`` is that folder), files in
+    name order; each row's ``source`` defaults to its file's stem."""
+    folder = root / subdir
     if not folder.is_dir():
         folder = root
     files = sorted(folder.glob("*.jsonl"))
     if not files:
         raise FileNotFoundError(
-            f"no judge calibration files (*.jsonl) under {root / CALIBRATION_SUBDIR}; "
+            f"no judge calibration files (*.jsonl) under {root / subdir}; "
             "set SEALBENCH_DATA_DIR to the shared data folder"
         )
     rows: list[dict] = []
@@ -63,6 +67,25 @@ def load_calibration_rows(data_dir: str | os.PathLike | None = None) -> list[dic
                     row.setdefault("source", f.stem)
                     rows.append(row)
     return rows
+
+
+def load_calibration_rows(data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Rows of ``<data_dir>/reference/judge_calibration/*.jsonl`` (files in name order).
+
+    ``data_dir`` defaults to ``$SEALBENCH_DATA_DIR``; it may also point straight at the
+    ``judge_calibration`` folder. Each row has source, title, question, gold, prediction,
+    gpt41_correct."""
+    return _load_jsonl_folder(_data_root(data_dir), CALIBRATION_SUBDIR)
+
+
+def load_embedded_calibration_rows(data_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Rows of ``<data_dir>/reference/judge_calibration_embedded/*.jsonl``: a strong LLM judge's
+    verdicts (SEAL's instruction) on answers of the embedded model's 200-passage run.
+
+    ``data_dir`` as for :func:`load_calibration_rows` (or that folder itself). Each row has
+    contender, passage_id, question_index, question, gold (a list), prediction, judge_correct,
+    judge_reason."""
+    return _load_jsonl_folder(_data_root(data_dir), EMBEDDED_CALIBRATION_SUBDIR)
 
 
 def agreement_metrics(verdicts: Sequence, reference: Sequence) -> dict:
@@ -108,18 +131,26 @@ def grade_rows(grader: Grader, rows: Sequence[Mapping],
     return out
 
 
+def _breakdown(rows: Sequence[Mapping], verdicts: Sequence, reference: Sequence[bool],
+               field: str) -> dict:
+    """:func:`agreement_metrics` per value of the rows' ``field`` (sorted)."""
+    values = sorted({r[field] for r in rows if field in r})
+    return {
+        x: agreement_metrics(
+            [v for v, r in zip(verdicts, rows) if r.get(field) == x],
+            [y for y, r in zip(reference, rows) if r.get(field) == x],
+        )
+        for x in values
+    }
+
+
 def _report(name: str, rows: Sequence[Mapping], verdicts: Sequence,
-            reference: Sequence[bool]) -> dict:
+            reference: Sequence[bool], by: str | None = None) -> dict:
     out = {"grader": name, **agreement_metrics(verdicts, reference)}
-    sources = sorted({r["source"] for r in rows if "source" in r})
-    if sources:
-        out["by_source"] = {
-            s: agreement_metrics(
-                [v for v, r in zip(verdicts, rows) if r.get("source") == s],
-                [x for x, r in zip(reference, rows) if r.get("source") == s],
-            )
-            for s in sources
-        }
+    if any("source" in r for r in rows):
+        out["by_source"] = _breakdown(rows, verdicts, reference, "source")
+    if by:
+        out[f"by_{by}"] = _breakdown(rows, verdicts, reference, by)
     return out
 
 
@@ -151,6 +182,15 @@ def question_folds(rows: Sequence[Mapping], k: int = 5) -> list[int]:
     return [zlib.crc32((r.get("title", "") + "\x00" + r["question"]).encode()) % k for r in rows]
 
 
+def passage_folds(rows: Sequence[Mapping], k: int = 5, key: str = "passage_id") -> list[int]:
+    """Deterministic group k-fold by passage: every row of a passage (``key``) goes to the same
+    fold. Passages are ordered by the CRC32 of their id and dealt to the folds in turn, so fold
+    sizes differ by at most one passage."""
+    ids = sorted({str(r[key]) for r in rows}, key=lambda x: (zlib.crc32(x.encode()), x))
+    fold = {x: i % k for i, x in enumerate(ids)}
+    return [fold[str(r[key])] for r in rows]
+
+
 def calibrate_held_out(
     rows: Sequence[Mapping],
     grader: str = "match",
@@ -159,11 +199,16 @@ def calibrate_held_out(
     max_bias: float = 0.02,
     reference_key: str = "gpt41_correct",
     stops: tuple[str, ...] | None = None,
+    folds: Sequence[int] | None = None,
+    by: str | None = None,
 ) -> dict:
     """:func:`calibrate` held out by question: for each of ``k`` folds, the grader's options are
     chosen from ``grid`` (default: :data:`MATCH_GRID` for ``match``, no options otherwise) on the
     other folds (best agreement among settings with |bias| <= ``max_bias``) and the fold is graded
-    with them. Returns :func:`calibrate`'s report plus ``chosen`` (the options picked per fold)."""
+    with them. Returns :func:`calibrate`'s report plus ``chosen`` (the options picked per fold)
+    and ``verdicts`` (the held-out verdicts, in row order). ``folds`` (a fold number per row,
+    0..k-1) replaces :func:`question_folds`; ``by`` adds ``by_<by>``: the metrics per value of
+    that row field."""
     from . import get_grader
 
     rows = list(rows)
@@ -171,7 +216,9 @@ def calibrate_held_out(
     grid = list(grid if grid is not None else (MATCH_GRID if grader == "match" else ({},)))
     graders = [get_grader(grader, **opts) for opts in grid]
     graded = [grade_rows(g, rows, stops) for g in graders]
-    folds = question_folds(rows, k)
+    folds = list(folds) if folds is not None else question_folds(rows, k)
+    if len(folds) != len(rows):
+        raise ValueError(f"{len(folds)} fold numbers for {len(rows)} rows")
     verdicts: list = [None] * len(rows)
     chosen = []
     for f in range(k):
@@ -186,4 +233,40 @@ def calibrate_held_out(
         for i in range(len(rows)):
             if folds[i] == f:
                 verdicts[i] = graded[best][i]
-    return {**_report(graders[0].name, rows, verdicts, reference), "chosen": chosen}
+    return {**_report(graders[0].name, rows, verdicts, reference, by), "chosen": chosen,
+            "verdicts": verdicts}
+
+
+def calibrate_by_passage(
+    rows: Sequence[Mapping],
+    grader: str = "match",
+    grid: Sequence[Mapping] | None = None,
+    k: int = 5,
+    max_bias: float = 0.02,
+    reference_key: str = "judge_correct",
+    by: str = "contender",
+) -> dict:
+    """:func:`calibrate_held_out` on :func:`load_embedded_calibration_rows` rows, ``k``-fold
+    grouped by passage (:func:`passage_folds`): every question of a passage is held out together,
+    as the contenders' answers to one passage share its words. Returns the report with
+    ``by_contender`` (agreement, bias, n, confusion per contender) and ``chosen`` per fold."""
+    rows = list(rows)
+    return calibrate_held_out(rows, grader, grid=grid, k=k, max_bias=max_bias,
+                              reference_key=reference_key, folds=passage_folds(rows, k), by=by)
+
+
+def markdown_table(report: Mapping, by: str = "contender", reference: str = "judge") -> str:
+    """A report's metrics per ``by`` value (``by_<by>``) and overall as a Markdown table:
+    ``| <by> | n | agreement | grader acc. | <reference> acc. | bias | tp/fp/fn/tn |``, percentages
+    to one decimal. ``docs/grading.md`` holds these tables and the tests regenerate them."""
+    def row(name: str, m: Mapping) -> str:
+        c = m["confusion"]
+        return (f"| {name} | {m['n']} | {100 * m['agreement']:.1f}% | "
+                f"{100 * m['grader_accuracy']:.1f}% | {100 * m['reference_accuracy']:.1f}% | "
+                f"{100 * m['bias']:+.1f} pp | {c['tp']}/{c['fp']}/{c['fn']}/{c['tn']} |")
+
+    lines = [f"| {by} | n | agreement | grader acc. | {reference} acc. | bias | tp/fp/fn/tn |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [row(name, m) for name, m in report[f"by_{by}"].items()]
+    lines.append(row("all", report))
+    return "\n".join(lines)

@@ -10,8 +10,17 @@ from __future__ import annotations
 from .answers import answer_region
 from .base import Grader, Verdict
 from .metrics import normalize_answer
+from .shapes import (
+    candidate_list,
+    conflicting_date,
+    conflicting_number,
+    declares_unknown,
+    surname_only,
+    without_parentheses,
+)
 from .words import (
     AFFIRMING,
+    DENIAL_RE,
     MONTHS,
     NEGATION_WINDOW,
     NEGATIONS,
@@ -30,11 +39,17 @@ from .words import (
 )
 
 
-def _find_keys(keys: list[str], gold: str, prediction: str, pred_toks: list[str]) -> dict:
+def _find_keys(keys: list[str], gold: str, prediction: str, pred_toks: list[str],
+               question_toks: frozenset[str] | set[str] = frozenset()) -> dict:
     """Where each key word is found in the prediction (token index, or None): by soft word match
     (:func:`~.words.similar`), or by acronym in either direction ("CEO" ~ "Chief Executive
-    Officer", "UNEP" ~ "United Nations Environment Programme")."""
-    found = {k: next((i for i, p in enumerate(pred_toks) if similar(k, p)), None) for k in keys}
+    Officer", "UNEP" ~ "United Nations Environment Programme"). A soft match on a word the
+    question contains does not count ("Newcastle" for the gold "NewcastleGateshead" when the
+    question asks about Newcastle): words copied from the question are no evidence."""
+    def counts(k: str, p: str) -> bool:
+        return similar(k, p) and (p == k or p not in question_toks or "qword" not in SHAPE_RULES)
+
+    found = {k: next((i for i, p in enumerate(pred_toks) if counts(k, p)), None) for k in keys}
     content = [(i, p) for i, p in enumerate(pred_toks) if p not in STOPWORDS and not is_number(p)]
     for k in acronyms(gold) & {k for k in keys if found[k] is None}:
         at = spelled(k, [p for _, p in content])
@@ -158,6 +173,15 @@ def _namer(*texts: str):
     return lambda tok: names.get(tok) or shown(tok)
 
 
+#: The answer-shape rules (:mod:`.shapes`) in force: "paren" (a gold's parenthetical part is
+#: optional), "date" (a date with the gold's month and another year), "unknown", "list",
+#: "conflict" (see :meth:`MatchGrader._shape`), "qword" (a soft match on a question word is no
+#: evidence, :func:`_find_keys`), "surname" (:func:`~.shapes.surname_only`), "denial" (a
+#: question about a denial turns the negation rule off, :data:`~.words.DENIAL_RE`).
+SHAPE_RULES = frozenset(("paren", "date", "unknown", "list", "conflict", "qword", "surname",
+                         "denial"))
+
+
 class MatchGrader(Grader):
     """Deterministic rule-based grader approximating SEAL's GPT-4.1 judge (the default grader).
 
@@ -178,7 +202,8 @@ class MatchGrader(Grader):
     5. Replacement: a gold word missing from the prediction and replaced by another word of its
        closed class (compass directions, months, weekdays, colours, numbers, ...) contradicts it.
     6. Negation: a negation that governs the matched gold words (see :func:`_negation`) makes the
-       answer wrong unless the question itself is negated ("What does X not do?").
+       answer wrong unless the question itself is negated ("What does X not do?") or asks about
+       a denial ("What did X deny them?").
     7. Coverage: the fraction of key words found in the prediction (soft word match, acronyms).
        Required coverage: all key words for golds of one or two key words; ``partial_threshold``
        (0.5) for longer golds, which GPT-4.1 accepts when paraphrased in part; and
@@ -188,6 +213,11 @@ class MatchGrader(Grader):
     8. A partial match passed by rule 7 is wrong when the prediction puts another word in the
        place of a missing key word (:func:`_slot_replacement`: "The safety valve" for "plug
        valve").
+    9. Answer shapes (:mod:`.shapes`, switched by :data:`SHAPE_RULES`): an answer that would pass
+       is wrong when it declares it does not know, is a list of short candidates, or gives the
+       gold number and another in the same role ("age 39 ... age 38"); a date with the gold's
+       month but another year contradicts it. A gold's parenthetical part is optional, and a
+       person's surname alone names the gold person ("Davis" for "Thomas Davis").
     """
 
     name = "match"
@@ -211,7 +241,18 @@ class MatchGrader(Grader):
 
     def explain(self, question: str, gold: str, prediction: str) -> dict:
         """The verdict for one gold with the evidence behind it: ``correct``, ``rule`` (a short
-        name of the deciding rule), ``reason`` (a sentence), ``keys`` and ``coverage``."""
+        name of the deciding rule), ``reason`` (a sentence), ``keys`` and ``coverage``. A gold's
+        parenthetical part is optional ("probabilistic (or 'Monte Carlo')")."""
+        info = self._explain(question, gold, prediction)
+        short = without_parentheses(gold) if not info["correct"] and "paren" in SHAPE_RULES else None
+        if short:
+            alt = self._explain(question, short, prediction)
+            if alt["correct"]:
+                alt["reason"] += " (gold without its parenthetical part)"
+                return alt
+        return info
+
+    def _explain(self, question: str, gold: str, prediction: str) -> dict:
         region = answer_region(prediction)
         pred = tokenize(region)
         pred_toks, gold_toks = pred.words, tokens(gold)
@@ -234,6 +275,9 @@ class MatchGrader(Grader):
             return verdict(False, "empty", "empty prediction" if gold_toks else "empty gold answer")
         if self._is_date(gold_toks):
             ok, rule, reason = self._grade_date(gold_toks, pred_toks, words)
+            clash = conflicting_date(gold_toks, pred_toks) if "date" in SHAPE_RULES else None
+            if ok and clash:
+                ok, rule, reason = False, "date-conflict", "gold year %s conflicts with %s" % clash
             info["coverage"] = float(ok)
             return verdict(ok, rule, reason)
 
@@ -245,7 +289,7 @@ class MatchGrader(Grader):
         if numbers and not matched_numbers:
             return verdict(False, "number-missing", f"gold number {words(numbers)} missing")
 
-        found = _find_keys(keys, gold, region, pred_toks)
+        found = _find_keys(keys, gold, region, pred_toks, question_toks)
         positions = sorted(p for p in found.values() if p is not None)
         n_words = sum(_weight(k) for k in keys)
         coverage = sum(_weight(k) for k in keys if found[k] is not None) / n_words
@@ -256,7 +300,8 @@ class MatchGrader(Grader):
         pair = _replacement(gold_words, gold_toks, pred_toks, question_toks)
         if pair:
             return replaced(*pair)
-        if positions and not question_toks & NEGATIONS:
+        denial = "denial" in SHAPE_RULES and DENIAL_RE.search(question)
+        if positions and not question_toks & NEGATIONS and not denial:
             cue = _negation(pred, positions, question_toks, gold_toks)
             if cue is not None:
                 return verdict(False, "negated", f"{name(cue)!r} negates the gold words")
@@ -268,16 +313,43 @@ class MatchGrader(Grader):
         found_share = (f"{len(keys) - len(missing)} of {len(keys)} key words found "
                        f"(need {threshold:.0%})")
         if coverage < threshold - 1e-9:
+            surname = surname_only(gold, region, question) if "surname" in SHAPE_RULES else None
+            if surname and not matched_numbers:
+                return verdict(True, "surname", f"surname {surname!r} names the gold person")
             return verdict(False, "coverage", f"{found_share}; missing {words(missing)}")
         pair = _slot_replacement(keys, gold_toks, pred_toks) if missing and short else None
         if pair:
             return replaced(*pair)
+        shape = self._shape(region, gold, matched_numbers, pred_toks)
+        if shape:
+            return verdict(False, *shape)
         if matched_numbers:
             return verdict(True, "coverage", f"number {words(matched_numbers)} matches gold")
         all_found = f"all key words found ({words(keys)})"
         return verdict(True, "coverage", found_share if missing else all_found)
 
     # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _shape(region: str, gold: str, matched_numbers: list[str],
+               pred_toks: list[str]) -> tuple[str, str] | None:
+        """``(rule, reason)`` when the answer's shape denies the credit its words would earn
+        (:mod:`.shapes`): it declares it does not know, lists candidates, or gives the gold
+        number and another in the same role."""
+        if "unknown" in SHAPE_RULES:
+            phrase = declares_unknown(region)
+            if phrase:
+                return "unknown", f"the answer declares it does not know ({phrase!r})"
+        if "list" in SHAPE_RULES:
+            n = candidate_list(region, gold)
+            if n:
+                return "candidates", f"a list of {n} candidates, not one answer"
+        if "conflict" in SHAPE_RULES and matched_numbers:
+            clash = conflicting_number(matched_numbers, pred_toks)
+            if clash:
+                return ("number-conflict",
+                        "gold number %s and %s given in the same role" % tuple(map(shown, clash)))
+        return None
 
     @staticmethod
     def _key_tokens(question_toks: set[str], gold_toks: list[str]) -> list[str]:

@@ -26,6 +26,12 @@ STOPWORDS = frozenset(
 NEGATIONS = frozenset(
     "not no never neither nor cannot t without none nothing incorrect false unlikely".split()
 )
+# A question that asks about a denial ("What did Luther *deny* the rebels?") is answered by a
+# negated statement ("*Without* Luther's backing for the uprising, ..."), as a negated question
+# is ("What does it not do?"): the negation rule is off for both.
+DENIAL_RE = re.compile(
+    r"\b(?:den(?:y|ies|ied|ying|ial)|refus\w*|reject\w*|withh[eo]ld\w*|lack\w*|prevent\w*|"
+    r"prohibit\w*|forb[ia]d\w*|bann?(?:ed|s|ing)?|oppos\w*)\b", re.I)
 NEGATION_WINDOW = 3  # tokens between a negation and the gold words it governs
 # What follows a negation word and turns it into an affirmation of what comes next ("none other
 # than X", "nothing but X", "not only X", "not until 1990" = in 1990).
