@@ -180,7 +180,7 @@ def engine_style(args, loaded, k: int, grader, lockstep: bool = False) -> dict:
     result.update(
         steps_per_edit=None, rejected_edits=rejected,
         sequences_per_edit={"median": sorted(sequences)[len(sequences) // 2], "max": max(sequences)},
-        global_steps=meter.steps, passes=meter.passes, occupancy=round(meter.occupancy, 4), flushes=meter.flushes,
+        global_steps=meter.steps, passes=meter.passes, static_passes=meter.static_passes, occupancy=round(meter.occupancy, 4), flushes=meter.flushes,
         train_seconds=meter.seconds, trained_tokens=meter.tokens, padded_tokens=meter.padded_tokens,
         trained_tokens_per_s=meter.tokens / max(meter.seconds, 1e-9), model_tflops_per_s=flops / 1e12,
         mfu=flops / peak if peak else None, one_live_row_pass_s=one_row,
@@ -188,14 +188,19 @@ def engine_style(args, loaded, k: int, grader, lockstep: bool = False) -> dict:
     return result
 
 
-def one_row_pass_seconds(engine, train) -> float:
-    """Wall time of a training pass with one live row (an edit alone in the bank: the tail of a
-    queue), from 40 micro-steps of a short edit."""
+def one_row_pass_seconds(engine, train) -> dict:
+    """Wall time of a training pass (and its optimizer step) with one live row (an edit alone in
+    the bank: the tail of a queue), from 40 micro-steps of a short edit, eager and in the static
+    (on CUDA: captured) form, after one untimed run of each."""
     texts = ["Title\nA short statement of about twenty tokens, as a typical note line is."] * 40
-    meter = QueueMeter()
-    for _ in engine.train_queue([EditJob(texts, train.updated(epochs=1), 7)], meter=meter):
-        pass
-    return meter.seconds / max(meter.passes, 1)
+    out = {}
+    for name, static in (("eager", False), ("static", True)):
+        for _ in range(2):
+            meter = QueueMeter()
+            for _ in engine.train_queue([EditJob(texts, train.updated(epochs=1), 7)], meter=meter, static=static):
+                pass
+        out[name] = meter.seconds / max(meter.passes, 1)
+    return out
 
 
 # ----------------------------------------------------------------------------------- SEAL style

@@ -70,14 +70,15 @@ class Engine:
             raise ValueError(f"{len(jobs)} edits do not fit {self.k} adapter slots; batch them")
         return train_edits(self.bank, self.tokenizer, jobs, progress=progress) if jobs else []
 
-    def train_queue(self, jobs: list[EditJob], flush_at: int | None = None, meter: QueueMeter | None = None):
+    def train_queue(self, jobs: list[EditJob], flush_at: int | None = None, meter: QueueMeter | None = None,
+                    static: bool | None = None):
         """Train any number of edits through the K slots, reusing a slot as soon as its edit is
         answered: yields lists of (job index, slot, TrainStats); see engine/train.py `train_queue`.
         `meter` defaults to the engine's own running total."""
         if not jobs:
             return iter(())
         return train_queue(self.bank, self.tokenizer, jobs, flush_at=flush_at,
-                           meter=self.meter if meter is None else meter)
+                           meter=self.meter if meter is None else meter, static=static)
 
     def generate(self, requests: list[GenRequest], stop_strings: list[str] | None = None,
                  add_special_tokens: bool = False) -> list[str]:

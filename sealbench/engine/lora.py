@@ -48,6 +48,16 @@ class Routing:
         self.keep = (to_device([s is not None for s in slots], torch.bool, device)[:, None, None]
                      if any(s is None for s in slots) else None)
 
+    @classmethod
+    def fixed(cls, slots: torch.Tensor, rows_per_group: int) -> "Routing":
+        """Routing through a device tensor of slots (one per group) that the caller rewrites in
+        place between passes: the same kernels whatever the slots (a captured training pass)."""
+        route = cls.__new__(cls)
+        route.rows_per_group, route.n_groups = rows_per_group, slots.shape[0]
+        route.identity = route.prefix = False
+        route.slots, route.keep = slots, None
+        return route
+
     def pick(self, stacked: torch.Tensor) -> torch.Tensor:
         """The groups' slices of a (n_slots, ...) tensor, as cheaply as the layout allows."""
         if self.identity:

@@ -313,6 +313,7 @@ class QueueMeter:
     slots: int = 0
     steps: int = 0
     passes: int = 0
+    static_passes: int = 0  # of which static (CUDA-graphed on a GPU)
     live_slot_steps: int = 0
     tokens: int = 0
     padded_tokens: int = 0
@@ -335,7 +336,7 @@ class _Live:
 
 def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[int] | None = None,
                 flush_at: int | None = None, longest_first: bool = True, progress=None,
-                pass_overhead: int | None = None, meter: QueueMeter | None = None):
+                pass_overhead: int | None = None, meter: QueueMeter | None = None, static: bool | None = None):
     """Train a queue of edits through the bank's slots, keeping every slot busy (continuous
     batching of fine-tunes). A generator: it yields lists of (job index, slot, TrainStats) for
     edits that have finished; until the caller asks for the next list, each yielded edit's adapter
@@ -356,6 +357,9 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
     between two flushes is split over that interval's passes by their cost (`pass_overhead` +
     padded tokens), a pass's share equally over its edits (their rows are padded alike).
     `slot_seconds` is the wall time from taking the slot to being yielded.
+
+    `static`: passes of at most 16 rows take the static shape (`StaticPass`, CUDA-graphed) on
+    CUDA by default (None), always (True: its CPU form, for tests) or never (False).
     """
     slots = list(range(bank.n_slots)) if slots is None else list(slots)
     if not slots or len(set(slots)) != len(slots) or any(not 0 <= s < bank.n_slots for s in slots):
@@ -415,9 +419,12 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
                 m = max(len(g) for g in groups)
                 widths = [max(len(ids) for ids, _ in g) for g in groups]
                 for part in buckets(widths, m, pass_overhead, max_tokens=max_pass_tokens):
-                    losses, counts, padded, pass_tokens = _forward_backward(
-                        bank, [(members[g].slot, groups[g], jobs[members[g].job].settings.grad_accum_steps)
-                               for g in part], pad)
+                    passing = [(members[g].slot, groups[g], jobs[members[g].job].settings.grad_accum_steps)
+                               for g in part]
+                    fixed = _static_pass(bank, passing, pad, static)
+                    out = fixed(passing) if fixed is not None else _forward_backward(bank, passing, pad)
+                    losses, counts, padded, pass_tokens = out
+                    meter.static_passes += fixed is not None
                     log.append(([(members[g].job, members[g].at) for g in part], losses, counts, padded,
                                 pass_overhead + pass_tokens))
                     meter.passes += 1
@@ -537,6 +544,126 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
             (torch.where(finite, losses, torch.zeros_like(losses)) / accum).sum().backward()
     bank.collect_gradients()
     return losses.detach(), counts, batch.rows_per_group * batch.input_ids.shape[1], batch.input_ids.numel()
+
+
+# ------------------------------------------------------------------ static (captured) passes
+# A pass of a few rows costs ~0.2 s of host time on an H200 (~5,500 kernel launches), whatever its
+# size, and the longest edit's chain of passes bounds a queue however well the slots are packed. A
+# pass of at most 16 rows (the tail of a queue) therefore takes a static shape (groups padded to
+# 1, 4 or 16, widths to 128 or 512 tokens), runs the same kernels every time and, on CUDA, is
+# captured once per shape in a CUDA graph and replayed (torch.cuda.graphs).
+STATIC_GROUPS = (1, 4, 16)
+STATIC_WIDTHS = (128, 512)
+STATIC_ROWS = 16
+
+
+def static_shape(groups: list[list[tuple[list[int], int]]]) -> tuple[int, int, int] | None:
+    """(groups, rows per group, width) of the static pass that holds `groups`, or None."""
+    m = max(len(g) for g in groups)
+    width = max(len(ids) for g in groups for ids, _ in g)
+    n = next((x for x in STATIC_GROUPS if x >= len(groups)), None)
+    w = next((x for x in STATIC_WIDTHS if x >= width), None)
+    if n is None or w is None or n * m > STATIC_ROWS:
+        return None
+    return n, m, w
+
+
+class StaticPass:
+    """One training pass (forward, backward, gradient collection) of a fixed shape: `groups`
+    groups of `rows` rows, `width` tokens. Inputs are copied into fixed buffers; a group's loss is
+    its targets' summed token loss times 1 / targets (0 for filler groups, which then add exact
+    zeros to some slot's gradient). The numbers are those of `group_losses` (logits at every
+    position, weighted by a target mask, instead of at target positions only). With `capture`
+    (CUDA) the pass is recorded once in a CUDA graph, after a warm-up with zero weights, and replayed."""
+
+    def __init__(self, bank: AdapterBank, shape: tuple[int, int, int], pad: int, capture: bool, pool=None):
+        n, m, w = shape
+        device = bank.device
+        self.bank, self.shape, self.pad = bank, shape, pad
+        self.input_ids = torch.full((n * m, w), pad, dtype=torch.long, device=device)
+        self.mask = torch.zeros(n * m, w - 1, device=device)
+        self.inv_count = torch.zeros(n, device=device)
+        self.inv_accum = torch.zeros(n, device=device)
+        self.slots = torch.zeros(n, dtype=torch.long, device=device)
+        self.routing = Routing.fixed(self.slots, m)
+        self.graph = None
+        if capture:
+            side = torch.cuda.Stream(device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                self._run()  # zero weights: a warm-up that leaves every gradient as it was
+            torch.cuda.current_stream(device).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph, pool=pool):
+                self.losses = self._run()
+
+    def _run(self) -> torch.Tensor:
+        n, m, w = self.shape
+        body, head, softcap = _lm_parts(self.bank.model)
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+            with self.bank.route(self.routing), sdpa_kernel(_TRAIN_ATTENTION):
+                hidden = body(input_ids=self.input_ids, use_cache=False).last_hidden_state
+            logits = head(hidden[:, :-1]).float()
+            if softcap:
+                logits = torch.tanh(logits / softcap) * softcap
+            token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.input_ids[:, 1:].reshape(-1),
+                                         reduction="none")
+            sums = (token_loss * self.mask.reshape(-1)).reshape(n, m * (w - 1)).sum(1)
+            losses = sums * self.inv_count
+            finite = torch.isfinite(losses)
+            (torch.where(finite, losses, torch.zeros_like(losses)) * self.inv_accum).sum().backward()
+        self.bank.collect_gradients()
+        return losses.detach()
+
+    def __call__(self, members: list[tuple[int, list, int]]) -> tuple:
+        """Like `_forward_backward`, for members that fit this shape."""
+        n, m, w = self.shape
+        ids = [[self.pad] * w for _ in range(n * m)]
+        mask = [[0.0] * (w - 1) for _ in range(n * m)]
+        counts = []
+        for g, (_, rows, _) in enumerate(members):
+            count = 0
+            for i, (seq, n_context) in enumerate(rows):
+                r = g * m + i
+                ids[r][:len(seq)] = seq
+                first = max(n_context, 1)  # the token at p (a target) is predicted at p - 1
+                for p in range(first - 1, len(seq) - 1):
+                    mask[r][p] = 1.0
+                count += max(0, len(seq) - first)
+            counts.append(count)
+        fill = members[0][0]
+        device = self.bank.device
+        self.input_ids.copy_(to_device(ids, torch.long, device), non_blocking=True)
+        self.mask.copy_(to_device(mask, torch.float32, device), non_blocking=True)
+        self.inv_count.copy_(to_device([1.0 / max(c, 1) for c in counts] + [0.0] * (n - len(members)),
+                                       torch.float32, device), non_blocking=True)
+        self.inv_accum.copy_(to_device([1.0 / a for _, _, a in members] + [0.0] * (n - len(members)),
+                                       torch.float32, device), non_blocking=True)
+        self.slots.copy_(to_device([s for s, _, _ in members] + [fill] * (n - len(members)), torch.long, device),
+                         non_blocking=True)
+        if self.graph is not None:
+            self.graph.replay()
+            losses = self.losses[:len(members)].clone()
+        else:
+            losses = self._run()[:len(members)]
+        return losses, counts, m * w, n * m * w
+
+
+def _static_pass(bank: AdapterBank, members: list, pad: int, static: bool | None):
+    """The StaticPass for `members` (cached on the bank per shape), or None for an eager pass:
+    static passes are used on CUDA by default, or wherever `static` is True (tests on a CPU)."""
+    cuda = str(bank.device).startswith("cuda")
+    if not (static if static is not None else cuda) or any(h is not None for h in bank.history):
+        return None  # a graph would not see continual's history factors (they are replaced per edit)
+    shape = static_shape([rows for _, rows, _ in members])
+    if shape is None:
+        return None
+    cache = bank.__dict__.setdefault("static_passes", {})
+    if shape not in cache:
+        pool = bank.__dict__.setdefault("graph_pool", torch.cuda.graph_pool_handle() if cuda else None)
+        cache[shape] = StaticPass(bank, shape, pad, capture=cuda, pool=pool)
+    return cache[shape]
 
 
 def _max_pass_tokens(bank: AdapterBank) -> int:
