@@ -125,6 +125,42 @@ def answer_words(questions: list[dict]) -> list[float]:
     return [float(len(str(q.get("prediction") or "").split())) for q in questions]
 
 
+def run_graders(folder: Path) -> tuple[str, list[str]]:
+    """(the run's grader, every grader with verdicts in its results.jsonl, the run's first)."""
+    try:
+        primary = json.loads((Path(folder) / "config.json").read_text()).get("grader") or "match"
+    except (OSError, ValueError):
+        primary = "match"
+    seen: dict[str, None] = {primary: None}
+    for r in _latest(Path(folder) / RESULTS) if (Path(folder) / RESULTS).exists() else []:
+        for q in r.get("questions") or []:
+            seen.update(dict.fromkeys(q.get("verdicts") or {}))
+    return primary, list(seen)
+
+
+def agreement(folder: Path, a: str, b: str) -> list[dict]:
+    """Per contender (then all), over the answers both graders judged: answers, accuracy by `a`
+    and by `b` (micro, fractions), agreement (fraction of equal verdicts), bias (b - a) and mean
+    answer words. Reads results.jsonl only."""
+    per: dict[str, list[tuple[bool, bool, float]]] = {}
+    for r in _latest(Path(folder) / RESULTS):
+        if r.get("status") != "ok":
+            continue
+        for q in r.get("questions") or []:
+            v = q.get("verdicts") or {}
+            if a in v and b in v:
+                per.setdefault(r.get("contender", ""), []).append(
+                    (bool(v[a]["correct"]), bool(v[b]["correct"]), answer_words([q])[0]))
+    out = []
+    for name, xs in list(per.items()) + ([("all", [x for v in per.values() for x in v])] if len(per) > 1 else []):
+        n = len(xs)
+        acc_a, acc_b = sum(x[0] for x in xs) / n, sum(x[1] for x in xs) / n
+        out.append({"contender": name, "answers": n, a: acc_a, b: acc_b,
+                    "agreement": sum(x[0] == x[1] for x in xs) / n, "bias": acc_b - acc_a,
+                    "answer_words": sum(x[2] for x in xs) / n})
+    return out
+
+
 # ----------------------------------------------------------------------------------- a run folder
 def _latest(path: Path) -> list[dict]:
     rows = read_rows(path)

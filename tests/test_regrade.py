@@ -137,3 +137,90 @@ def test_a_corrupt_question_names_the_row(tmp_path, data, tiny):
     with pytest.raises(RegradeError, match=r"results.jsonl:2 .*golds"):
         grade_run(r.folder, "em", say=lambda m: None)
     assert snapshot(r.folder) == snap
+
+
+# ----------------------------------------------------------------------------------- reports
+def test_compare_leaderboard_and_view_say_which_grader_each_number_used(tmp_path, data, tiny):
+    from sealbench.report import compare, leaderboard, view
+    from sealbench.report.view_items import ViewError
+
+    r = run(cfg(tmp_path, data), loaded=tiny, **QUIET)
+    grade_run(r.folder, "em", say=lambda m: None)
+    root = tmp_path / "reports"
+    both = Path(compare.compare(root, tmp_path / "c1", make_plots=False)["md"]).read_text()
+    assert "grader match" in both and "grader em" in both
+    assert "## Graders compared" in both and "agreement %" in both and "bias (em − match, points)" in both
+    assert "answer_words" in both
+    only = Path(compare.compare(root, tmp_path / "c2", make_plots=False, grader="em")["md"]).read_text()
+    assert "grader em" in only and "· grader match ·" not in only
+    lb = Path(leaderboard.leaderboard([root], tmp_path / "lb", make_plots=False, grader="em")["md"]).read_text()
+    assert "accuracy % (em) [95% CI]" in lb and "(match)" not in lb and "answer words" in lb and "F1 rank" in lb
+    lb_all = Path(leaderboard.leaderboard([root], tmp_path / "lb2", make_plots=False)["md"]).read_text()
+    assert "accuracy % (match) [95% CI]" in lb_all and "accuracy % (em) [95% CI]" in lb_all
+    with pytest.raises(ValueError, match="sealbench grade <run folder> --grader judge"):
+        leaderboard.leaderboard([root], tmp_path / "lb3", make_plots=False, grader="judge")
+    page = Path(view.view(r.folder, tmp_path / "v.html", grader="em")["path"]).read_text()
+    assert "grader em (the run&#x27;s grader: match)" in page or "grader em (the run's grader: match)" in page
+    with pytest.raises(ViewError, match="--grader f1"):
+        view.view(r.folder, tmp_path / "v2.html", grader="f1")
+    assert main(["leaderboard", str(root), "--out", str(tmp_path / "lb4"), "--no-plots", "--grader", "f1"]) == 2
+
+
+def test_leaderboard_marks_a_contender_ranked_differently_by_f1():
+    import pandas as pd
+    from sealbench.report.leaderboard import board
+    from sealbench.report.results import make_row, rows_to_frame
+
+    common = dict(run_id="r", task="seal_squad_nocontext", protocol="single", model="m", grader="match",
+                  eval_set="e", n=10)
+    rows = []
+    for name, acc, f1 in (("base", 0.1, 0.05), ("passage", 0.5, 0.07), ("teacher-notes", 0.3, 0.09)):
+        rows += [make_row(**common, contender=name, metric="accuracy", value=acc, unit="passages"),
+                 make_row(**common, contender=name, metric="f1", value=f1, unit="passages"),
+                 make_row(**common, contender=name, metric="answer_words", value=20.0, unit="questions")]
+    (g,) = board(rows_to_frame(rows), rows_to_frame([]))
+    t = g["table"].set_index("contender")
+    assert t.loc["passage", "rank"] == "1" and t.loc["passage", "F1 rank"] == "2 ≠"
+    assert t.loc["teacher-notes", "F1 rank"] == "1 ≠" and t.loc["base", "F1 rank"] == "3"
+    assert t.loc["base", "answer words"] == "20.0"
+    assert "ranked differently by SQuAD F1 than by match: passage, teacher-notes" in g["rank_note"]
+
+
+# ----------------------------------------------------------------------------------- migrate
+COMMITTED_200 = (Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "gpu_runs_2026-11-30"
+                 / "seal-squad-nocontext-embedded-4d90533cd3")
+
+
+def test_migration_of_the_committed_200_passage_run_keeps_every_number(tmp_path, real_data_dir):
+    """Undo the committed migration on a copy (old keys back, no verdicts, no answer_words rows),
+    redo it: the same files byte for byte, every number of the old table kept, and the re-keyed
+    rows are the keys today's planner gives (reused by a run with any grader)."""
+    import shutil
+
+    from sealbench.report.migrate import upgrade_folder
+
+    if not COMMITTED_200.exists():
+        pytest.skip("no committed 200-passage run")
+    folder = tmp_path / COMMITTED_200.name
+    shutil.copytree(COMMITTED_200, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["unit_keys"]["scheme"] == "grader-free" and manifest["unit_keys"]["rows_rekeyed"] == 600
+    rows = read_rows(folder / RESULTS)
+    for r in rows:
+        if "key_with_grader" in r:
+            r["key"] = r.pop("key_with_grader")
+        r.pop("grader", None)
+        for q in r.get("questions") or []:
+            q.pop("verdicts", None)
+    (folder / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in rows))
+    table = [t for t in read_rows(folder / "summary.jsonl") if t["metric"] != "answer_words"]
+    (folder / "summary.jsonl").write_text("".join(json.dumps(t) + "\n" for t in table))
+    del manifest["unit_keys"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    status, detail = upgrade_folder(folder, real_data_dir)
+    assert status == "upgraded" and detail.startswith("600 rows re-keyed"), detail
+    assert (folder / RESULTS).read_bytes() == (COMMITTED_200 / RESULTS).read_bytes()
+    again = read_rows(folder / "summary.jsonl")
+    assert again[:len(table)] == table and {t["metric"] for t in again[len(table):]} == {"answer_words"}
+    assert (folder / "summary.md").read_text() == (COMMITTED_200 / "summary.md").read_text()
+    assert upgrade_folder(folder, real_data_dir)[0] == "already upgraded"
