@@ -211,7 +211,7 @@ def plan_from_rows(cfg: dict, rows: list[dict]) -> tuple[list, dict]:
                 add(c, ("n", int(n)), [item[i] for i in ids[:n]], {"n": n})
     else:
         raise RegradeError(f"a {protocol} run keeps no questions per answer, so it cannot be regraded; "
-                           f"run it again with --grader NAME")
+                           "run it again with --grader NAME")
     return units, keyed
 
 
@@ -252,6 +252,13 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
     if "kind" in cfg:
         raise RegradeError(f"{folder} is a SEAL RL folder: its rewards are part of what was trained; "
                            "grade the knowledge runs that use its policy")
+    if cfg.get("protocol") not in ("single", "cpt"):
+        raise RegradeError(f"{folder} is a {cfg.get('protocol')} run: its rows keep predictions by position and "
+                           f"the graded matrix, not each question, so they cannot be regraded; run it again "
+                           f"with --grader {grader.name}")
+    if "contender_specs" not in cfg or "item_ids" not in cfg:
+        raise RegradeError(f"{folder} was written by an older sealbench (config.json has no contender_specs/"
+                           f"item_ids, its answers no passage ids): run it again with --grader {grader.name}")
     version = grader_version(grader)
     primary = grader.name == (cfg.get("grader") or "match")
     had_lock_file = (folder / ".lock").exists()   # committed folders carry none: leave none behind
@@ -262,8 +269,9 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
         raise StoreError(f"{folder} is in use by another process; wait for it to finish, then grade again") from None
     try:
         raw = read_rows(folder / RESULTS)
-        if not raw:
-            raise RegradeError(f"{folder}/results.jsonl holds no unit rows; nothing to grade")
+        if not any(graded_rows(r) for r in raw):
+            raise RegradeError(f"{folder}/results.jsonl holds no stored answers (questions) to grade; run it "
+                               f"again with --grader {grader.name}")
         latest = {r.get("key"): r for r in raw}
         summary = read_rows(folder / "summary.jsonl")
         new_rows, graded = [], 0

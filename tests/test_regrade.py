@@ -108,7 +108,7 @@ def test_a_run_with_another_grader_reuses_every_unit_and_grades_its_answers(tmp_
 
 
 @pytest.mark.parametrize("case,word", [("missing", "not a run folder"), ("unfinished", "not finished"),
-                                       ("grader", "unknown grader"), ("continual", "cannot be regraded"),
+                                       ("grader", "unknown grader"), ("continual", "continual run"),
                                        ("both", "not both"), ("neither", "run folder")])
 def test_bad_grade_run_input_is_one_line_and_writes_nothing(tmp_path, data, tiny, capsys, case, word):
     protocol = dict(protocol="continual", steps=1, sequences=1, contenders=["passage"]) if case == "continual" else {}

@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import plots
 from .results import (COST, DASH, cell_text, csv_text, headline, label, load_results, matrix_table,
-                      md_table, natural, select_grader, sort_table, wide)
+                      md_table, natural, order_key, select_grader, sort_table, wide)
 
 GROUP = ["task", "protocol", "model", "grader", "eval_set"]
 RL_GROUP = ["task", "model", "grader"]  # RL rows span two eval sets (training items, held-out)
@@ -189,6 +189,7 @@ def grader_tables(df: pd.DataFrame, grader: str | None = None) -> list[tuple[str
             rows = agreement(Path(folder), primary, other)
             if not rows:
                 continue
+            rows.sort(key=lambda r: (r["contender"] == "all", order_key(r["contender"])))
             table = pd.DataFrame({
                 "contender": [r["contender"] for r in rows], "answers": [str(r["answers"]) for r in rows],
                 f"{primary} %": [f"{r[primary] * 100:.1f}" for r in rows],
@@ -196,7 +197,7 @@ def grader_tables(df: pd.DataFrame, grader: str | None = None) -> list[tuple[str
                 "agreement %": [f"{r['agreement'] * 100:.1f}" for r in rows],
                 f"bias ({other} − {primary}, points)": [f"{r['bias'] * 100:+.1f}" for r in rows],
                 "answer words": [f"{r['answer_words']:.1f}" for r in rows]})
-            out.append((f"{run}: {primary} (the run's grader) vs {other}", sort_table(table)))
+            out.append((f"{run}: {primary} (the run's grader) vs {other}", table))
     return out
 
 
