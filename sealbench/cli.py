@@ -239,7 +239,8 @@ def cmd_model_path(args) -> int:
 DELEGATED = {"compare": "side-by-side tables and plots of every finished run under DIR",
              "leaderboard": "rank like-for-like results; write leaderboard.md and .html",
              "view": "browse one run: items, self-edits, answers, verdicts (an HTML page)",
-             "migrate": "convert old run folders (summary.json) to the results table"}
+             "migrate": "convert old run folders (summary.json) to the results table; store verdicts by "
+                        "grader and grader-free unit keys"}
 
 
 def _delegate(module: str):
@@ -295,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a finished run folder (reports/<run-id>)")
     p.add_argument("--in", dest="inp", default=None, help="input JSONL (question, gold, prediction per row)")
     p.add_argument("--out", default=None, help="output JSONL (rows + correct, reason, grader)")
-    p.add_argument("--grader", default="match",
+    p.add_argument("--grader", default="match", metavar="NAME",
                    help="match | em | f1 | judge (default: match)")
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("list", help="tasks, protocols, contenders, presets, models and graders")
