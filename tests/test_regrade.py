@@ -224,3 +224,15 @@ def test_migration_of_the_committed_200_passage_run_keeps_every_number(tmp_path,
     assert again[:len(table)] == table and {t["metric"] for t in again[len(table):]} == {"answer_words"}
     assert (folder / "summary.md").read_text() == (COMMITTED_200 / "summary.md").read_text()
     assert upgrade_folder(folder, real_data_dir)[0] == "already upgraded"
+
+
+def test_a_cpt_run_is_graded_again_at_every_n(tmp_path, data, tiny, monkeypatch):
+    r = run(cfg(tmp_path, data, protocol="cpt", cpt_n=[1, 2]), loaded=tiny, **QUIET)
+    no_model(monkeypatch)
+    assert grade_run(r.folder, "f1", say=lambda m: None) == "graded"
+    table = read_rows(r.folder / "summary.jsonl")
+    old = {(t["contender"], t["metric"], t["at"], t["vs"]): t["value"] for t in r.rows}
+    assert {(t["contender"], t["metric"], t["at"], t["vs"]): t["value"] for t in table if t["grader"] == "match"} == old
+    f1 = {(t["contender"], t["metric"], t["at"]) for t in table if t["grader"] == "f1"}
+    assert {("passage", "accuracy", "N=1"), ("passage", "accuracy", "N=2"), ("base", "accuracy", "N=2"),
+            ("passage", "answer_words", "N=2")} <= f1
