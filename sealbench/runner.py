@@ -124,7 +124,8 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
             if not (folder.path / "manifest.json").exists():
                 models = {"base": base_loaded.describe(), **{f"policy:{n}": q.describe() for n, q in policies.items()}}
                 folder.write_manifest(build_manifest(resolved, models, base_loaded.device,
-                                                     {"machine_settings": cfg.model_dump(mode="json")}))
+                                                     {"machine_settings": cfg.model_dump(mode="json"),
+                                                      **_unit_keys(cfg)}))
             done = {k: r for k, r in folder.latest(RESULTS).items() if r["status"] == "ok"}
             reused = _reuse(folder, plan, done, cfg.reports_dir, p.grader)
             pending = [u for u in plan if u.key not in done]
@@ -246,6 +247,17 @@ def _compute(executor, folder: RunFolder, pending: list, edits: dict, bar, grade
         folder.append(RESULTS, stamp(rows, grader) if grader is not None else rows)
         bar.set_postfix_str(batch[-1].label[:40])
         bar.update(len(batch))
+
+
+def _unit_keys(cfg) -> dict:
+    """The manifest's record of how knowledge units are keyed (issue 20; report/migrate.py)."""
+    if cfg.family != "squad":
+        return {}
+    if cfg.protocol == "continual":
+        return {"unit_keys": {"scheme": "with-grader", "note": "continual rows keep the graded matrix, not each "
+                              "question, so their keys and seeds keep the grader"}}
+    return {"unit_keys": {"scheme": "grader-free", "note": "unit keys and seeds leave the grader out; answers "
+                          "carry verdicts by grader (sealbench grade)"}}
 
 
 def _grader(cfg):

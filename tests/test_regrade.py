@@ -61,6 +61,7 @@ def test_unit_keys_and_seeds_do_not_depend_on_the_grader(tmp_path, data, tiny):
 
 def test_switching_the_grader_of_a_finished_run_trains_nothing(tmp_path, data, tiny, monkeypatch, capsys):
     r = run(cfg(tmp_path, data), loaded=tiny, **QUIET)
+    assert json.loads((r.folder / "manifest.json").read_text())["unit_keys"]["scheme"] == "grader-free"
     before = read_rows(r.folder / RESULTS)
     assert all(q["verdicts"]["match"]["correct"] == q["correct"] for row in before for q in row["questions"])
     assert all(row["grader"] == "match" for row in before)
