@@ -31,9 +31,17 @@ from types import SimpleNamespace
 from .store import COMPLETE, RESULTS, StoreError, read_rows, write_atomic
 
 GRADING_DIR = Path(__file__).resolve().parent / "grading"
-# The modules each grader's verdicts depend on (besides the one that defines its class).
-_READS = {"match": ("words.py", "answers.py", "base.py"), "em": ("metrics.py", "answers.py", "base.py"),
-          "f1": ("metrics.py", "answers.py", "base.py"), "judge": ("answers.py", "base.py")}
+# The modules each grader's verdicts depend on (besides the one that defines its class); `match`
+# reads every rule module of the package (all but the registry, the judge and calibration).
+_NOT_RULES = {"__init__.py", "calibration.py", "judge.py"}
+_READS = {"em": ("metrics.py", "answers.py", "base.py"), "f1": ("metrics.py", "answers.py", "base.py"),
+          "judge": ("answers.py", "base.py")}
+
+
+def _reads(name: str) -> tuple[str, ...]:
+    if name in _READS:
+        return _READS[name]
+    return tuple(sorted(p.name for p in GRADING_DIR.glob("*.py") if p.name not in _NOT_RULES))
 
 
 class RegradeError(ValueError):
@@ -45,7 +53,7 @@ def grader_version(grader) -> str:
     import inspect
 
     name = grader.name
-    files = {Path(inspect.getsourcefile(type(grader))).name, *_READS.get(name, ("base.py",))}
+    files = {Path(inspect.getsourcefile(type(grader))).name, *_reads(name)}
     opts = {k: v for k, v in sorted(vars(grader).items()) if isinstance(v, (str, int, float, bool)) and
             not k.startswith("_") and "key" not in k.lower()}
     return f"{name}-{_code_hash(tuple(sorted(files)), json.dumps(opts, sort_keys=True))}"
