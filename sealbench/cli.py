@@ -6,6 +6,7 @@ the config schema (config.py), so a flag, a preset key and a contender field mea
     sealbench train-seal --preset cpu
     sealbench compare reports/          sealbench leaderboard reports/ benchmarks/results/
     sealbench view reports/<run-id> [--open]
+    sealbench grade reports/<run-id> --grader em        (adds em's verdicts to a finished run; trains nothing)
     sealbench grade --in rows.jsonl --out verdicts.jsonl [--grader match]
     sealbench list                      sealbench model-path [MODEL]      sealbench migrate DIR
 
@@ -164,6 +165,18 @@ def cmd_grade(args) -> int:
     from .grading import GraderError, get_grader
     from .store import write_atomic
 
+    if args.run_dir is not None:
+        if args.inp or args.out:
+            raise ConfigError("grade: give a run folder or --in/--out, not both")
+        from .regrade import RegradeError, main_grade_run
+
+        try:
+            return main_grade_run(args.run_dir, args.grader)
+        except RegradeError as err:
+            raise ConfigError(str(err)) from None
+    if not args.inp or not args.out:
+        raise ConfigError("grade: pass a run folder (sealbench grade reports/<run-id> --grader em) "
+                          "or both --in rows.jsonl and --out verdicts.jsonl")
     grader = get_grader(args.grader)
     path, out = Path(args.inp), Path(args.out)
     if not out.parent.is_dir():
@@ -226,7 +239,8 @@ def cmd_model_path(args) -> int:
 DELEGATED = {"compare": "side-by-side tables and plots of every finished run under DIR",
              "leaderboard": "rank like-for-like results; write leaderboard.md and .html",
              "view": "browse one run: items, self-edits, answers, verdicts (an HTML page)",
-             "migrate": "convert old run folders (summary.json) to the results table"}
+             "migrate": "convert old run folders (summary.json) to the results table; store verdicts by "
+                        "grader and grader-free unit keys"}
 
 
 def _delegate(module: str):
@@ -273,10 +287,17 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text, add_help=False, description=text)
         p.add_argument("rest", nargs=argparse.REMAINDER)
         p.set_defaults(func=_delegate(name))
-    p = sub.add_parser("grade", help="grade answers in a JSONL file (question, gold, prediction per row)")
-    p.add_argument("--in", dest="inp", required=True, help="input JSONL")
-    p.add_argument("--out", required=True, help="output JSONL (rows + correct, reason, grader)")
-    p.add_argument("--grader", default="match", help="match | em | f1 | judge")
+    p = sub.add_parser("grade", help="add a grader's verdicts to a finished run folder, or grade a JSONL file",
+                       description="Grade stored answers; loads no model and trains nothing. With RUN_DIR: add "
+                                   "the grader's verdicts to every answer of a finished knowledge run and its "
+                                   "rows (grader = NAME) to the run's results table; a second call is a no-op. "
+                                   "With --in/--out: grade a JSONL file (question, gold, prediction per row).")
+    p.add_argument("run_dir", nargs="?", default=None, metavar="RUN_DIR",
+                   help="a finished run folder (reports/<run-id>)")
+    p.add_argument("--in", dest="inp", default=None, help="input JSONL (question, gold, prediction per row)")
+    p.add_argument("--out", default=None, help="output JSONL (rows + correct, reason, grader)")
+    p.add_argument("--grader", default="match", metavar="NAME",
+                   help="match | em | f1 | judge (default: match)")
     p.set_defaults(func=cmd_grade)
     p = sub.add_parser("list", help="tasks, protocols, contenders, presets, models and graders")
     p.set_defaults(func=cmd_list)

@@ -27,6 +27,7 @@ from .engine.inner_loop import Engine
 from .executors import LocalExecutor, check_executor
 from .engine.models import load_model
 from .families.base import stable_hash
+from .regrade import ensure, stamp
 from .report.results import run_markdown
 from .store import RESULTS, SELF_EDITS, RunFolder, build_manifest, cached_rows, now_iso
 
@@ -123,9 +124,10 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
             if not (folder.path / "manifest.json").exists():
                 models = {"base": base_loaded.describe(), **{f"policy:{n}": q.describe() for n, q in policies.items()}}
                 folder.write_manifest(build_manifest(resolved, models, base_loaded.device,
-                                                     {"machine_settings": cfg.model_dump(mode="json")}))
+                                                     {"machine_settings": cfg.model_dump(mode="json"),
+                                                      **_unit_keys(cfg)}))
             done = {k: r for k, r in folder.latest(RESULTS).items() if r["status"] == "ok"}
-            reused = _reuse(folder, plan, done, cfg.reports_dir)
+            reused = _reuse(folder, plan, done, cfg.reports_dir, p.grader)
             pending = [u for u in plan if u.key not in done]
             say(f"run folder: {folder.path}  ({len(plan)} units: {len(plan) - len(pending) - len(reused)} done "
                 f"here, {len(reused)} reused from other runs, {len(pending)} to compute; {_threads()} torch "
@@ -135,7 +137,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 bar.set_description("self-edits")
                 bar.refresh()
                 edits = _edits(folder, pending, sources, cfg.reports_dir)
-                _compute(executor, folder, pending, edits, bar)
+                _compute(executor, folder, pending, edits, bar, p.grader)
             latest = folder.latest(RESULTS)
             rows_by_key = {u.key: latest[u.key] for u in plan if u.key in latest}
             common = {"run_id": rid, "task": cfg.task, "protocol": cfg.protocol, "model": base_loaded.name,
@@ -183,8 +185,9 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def _reuse(folder: RunFolder, plan: list, done: dict, reports_dir) -> list:
-    """Copy successful rows of planned units from other run folders into this one."""
+def _reuse(folder: RunFolder, plan: list, done: dict, reports_dir, grader=None) -> list:
+    """Copy successful rows of planned units from other run folders into this one; their stored
+    answers are graded with this run's grader (another grader's run shares the units: regrade.py)."""
     cache = cached_rows(reports_dir, RESULTS, exclude=folder.path)
     reused = []
     for u in plan:
@@ -192,6 +195,8 @@ def _reuse(folder: RunFolder, plan: list, done: dict, reports_dir) -> list:
             continue
         source, row = cache[u.key]
         row = {**row, "contender": u.contender.name, **u.info, "reused_from": row.get("reused_from") or source}
+        if grader is not None:
+            row = ensure(row, grader)
         reused.append(row)
         done[u.key] = row
     folder.append(RESULTS, reused)
@@ -234,13 +239,25 @@ def _overall_bar(p: Prepared, fingerprint: str, progress: bool):
                 dynamic_ncols=True, delay=1.0)
 
 
-def _compute(executor, folder: RunFolder, pending: list, edits: dict, bar) -> None:
-    """Every pending unit through the executor; rows appended (fsynced) as each batch finishes."""
+def _compute(executor, folder: RunFolder, pending: list, edits: dict, bar, grader=None) -> None:
+    """Every pending unit through the executor; rows appended (fsynced) as each batch finishes,
+    each answer's verdict kept under its grader's name (regrade.py)."""
     bar.set_description("units")
     for batch, rows in executor.run(pending, edits):
-        folder.append(RESULTS, rows)
+        folder.append(RESULTS, stamp(rows, grader) if grader is not None else rows)
         bar.set_postfix_str(batch[-1].label[:40])
         bar.update(len(batch))
+
+
+def _unit_keys(cfg) -> dict:
+    """The manifest's record of how knowledge units are keyed (issue 20; report/migrate.py)."""
+    if cfg.family != "squad":
+        return {}
+    if cfg.protocol == "continual":
+        return {"unit_keys": {"scheme": "with-grader", "note": "continual rows keep the graded matrix, not each "
+                              "question, so their keys and seeds keep the grader"}}
+    return {"unit_keys": {"scheme": "grader-free", "note": "unit keys and seeds leave the grader out; answers "
+                          "carry verdicts by grader (sealbench grade)"}}
 
 
 def _grader(cfg):

@@ -295,7 +295,7 @@ def test_leaderboard_ranks_like_for_like_with_shared_ranks(board):
     written, out = board
     tables = lb_tables(Path(written["md"]).read_text())
     e1 = tables[f"seal_squad_nocontext · single · tiny-lm · grader match · eval set {E1}"]
-    assert e1[0] == ["rank", "contender", "accuracy % [95% CI]", "n", "Δ vs base (p)", "s/edit"]
+    assert e1[0] == ["rank", "contender", "accuracy % (match) [95% CI]", "n", "Δ vs base (p)", "s/edit"]
     ranked = [(r[0], r[1]) for r in e1[1:] if r[0] != "–"]
     # seal (a) 55, teacher-notes (b) 50, passage/self-notes 40 tie, seal (b) 40 tie, base 30 x2 tie
     assert ranked[:2] == [("1", "seal (squad-a)"), ("2", "teacher-notes")]
@@ -306,7 +306,7 @@ def test_leaderboard_ranks_like_for_like_with_shared_ranks(board):
     e2 = tables[f"seal_squad_nocontext · single · tiny-lm · grader match · eval set {E2}"]
     assert [r[:2] for r in e2[1:3]] == [["1", "seal"], ["2", "base"]]  # its own ranking, not E1's
     arc = tables["seal_arc_mini · single · tiny-lm · grader exact-grid · eval set arc-mini-4-cc"]
-    assert [r[0] for r in arc[1:]] == ["1", "1", "1", "1"] and arc[0][2] == "pairs solved % [95% CI]"
+    assert [r[0] for r in arc[1:]] == ["1", "1", "1", "1"] and arc[0][2] == "pairs solved % (exact-grid) [95% CI]"
     continual = next(v for k, v in tables.items() if " continual " in k)
     assert [r[:2] for r in continual[1:] if r[0] != "–"] == [["1", "passage"]]  # one contender: still a table
     cpt = next(v for k, v in tables.items() if " cpt " in k)

@@ -2,10 +2,12 @@
 
 A *unit* is one independent piece of a run (an episode: adapt on some items with some self-edits,
 answer, grade; or a continual sequence). Its key is a hash of everything that determines its
-result — the model's weight fingerprint, the contender's resolved procedure, the items' content,
-the self-edits it uses, the inner-loop, answer and grading settings, the device kind and dtype,
-the run seed — so any run with the same key reuses the row (store.py), and its seed derives from
-the key alone (the same work gets the same randomness wherever it runs).
+answers — the model's weight fingerprint, the contender's resolved procedure, the items' content,
+the self-edits it uses, the inner-loop and answer settings, the device kind and dtype, the run
+seed — so any run with the same key reuses the row (store.py), and its seed derives from the key
+alone (the same work gets the same randomness wherever it runs). The grader is not part of a
+knowledge unit's key: stored answers are graded again (regrade.py); a continual unit, whose row
+keeps only its graded matrix, keeps the grader in its key.
 
 A family (families/squad, families/arc) is a module-level object with:
     load_items(config)              -> (items, eval set id)

@@ -1,4 +1,4 @@
-"""`sealbench compare DIR [--out OUT] [--no-plots]`: every finished run under DIR side by side.
+"""`sealbench compare DIR [--out OUT] [--grader NAME] [--no-plots]`: every finished run under DIR side by side.
 
 Reads every finished run folder at any depth under DIR (`results.load_results`) and writes to OUT
 (default DIR/compare/):
@@ -14,8 +14,13 @@ A group is one (task, protocol, model, grader, eval_set): rows are only comparab
 In each group's tables the contenders are rows and the runs are columns, so runs of different
 configs sit side by side and a contender missing from a run is an empty cell ("–"). Sections:
 headline metric, other metrics, paired differences, CPT accuracy against N, continual forgetting
-matrices (mean ± std), time per edit (every family), RL rounds. DIR without a finished run is an
-error (exit 2, one line).
+matrices (mean ± std), time per edit (every family), RL rounds. Every group's title names its
+grader; "other metrics" carries the answer length (`answer_words`, mean words per answer).
+`--grader NAME` keeps the rows measured with NAME (and those of ARC's exact-grid); without it a run
+graded twice (`sealbench grade`) shows one group per grader. A run whose answers carry verdicts
+of two or more graders gets a "graders compared" section: per contender the answers, each
+grader's accuracy, their agreement and the bias (the other grader minus the run's, in points), and
+the mean answer length. DIR without a finished run is an error (exit 2, one line).
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ import pandas as pd
 
 from . import plots
 from .results import (COST, DASH, cell_text, csv_text, headline, label, load_results, matrix_table,
-                      md_table, natural, sort_table, wide)
+                      md_table, natural, order_key, select_grader, sort_table, wide)
 
 GROUP = ["task", "protocol", "model", "grader", "eval_set"]
 RL_GROUP = ["task", "model", "grader"]  # RL rows span two eval sets (training items, held-out)
@@ -129,7 +134,7 @@ def group_tables(df: pd.DataFrame) -> list[tuple[str, list[tuple[str, pd.DataFra
         h = headline(g)
         metric = h["metric"].iloc[0] if len(h) else ""
         rest = g[~paired & ~cost & ~cells & (g["at"] == "") & (g["metric"] != metric)]
-        tables = [(f"{plots.axis_label(metric)} [95% CI] (n) — contenders × runs",
+        tables = [(f"{plots.axis_label(metric)} [95% CI] (n), grader {grader} — contenders × runs",
                    wide(h, ["contender"], ["run_id"], _at_cell)),
                   ("other metrics", wide(rest, ["contender", "metric"], ["run_id"])),
                   ("paired differences (points, 95% CI, sign-flip p)",
@@ -167,6 +172,35 @@ def runs_table(df: pd.DataFrame, diffs: dict[str, str]) -> pd.DataFrame:
     return runs.reset_index()
 
 
+def grader_tables(df: pd.DataFrame, grader: str | None = None) -> list[tuple[str, pd.DataFrame]]:
+    """Per run whose answers carry verdicts of two or more graders (`sealbench grade`): the run's
+    grader against each other one (or only `grader`), per contender: answers, both accuracies (micro,
+    %), agreement %, bias (points, other minus the run's) and mean answer words."""
+    from ..regrade import agreement, run_graders
+
+    out = []
+    for run, folder in sorted((df.attrs.get("run_dirs") or {}).items()):
+        if run not in set(df["run_id"]) or not (Path(folder) / "results.jsonl").exists():
+            continue
+        primary, graders = run_graders(Path(folder))
+        for other in graders[1:]:
+            if grader is not None and grader not in (primary, other):
+                continue
+            rows = agreement(Path(folder), primary, other)
+            if not rows:
+                continue
+            rows.sort(key=lambda r: (r["contender"] == "all", order_key(r["contender"])))
+            table = pd.DataFrame({
+                "contender": [r["contender"] for r in rows], "answers": [str(r["answers"]) for r in rows],
+                f"{primary} %": [f"{r[primary] * 100:.1f}" for r in rows],
+                f"{other} %": [f"{r[other] * 100:.1f}" for r in rows],
+                "agreement %": [f"{r['agreement'] * 100:.1f}" for r in rows],
+                f"bias ({other} − {primary}, points)": [f"{r['bias'] * 100:+.1f}" for r in rows],
+                "answer words": [f"{r['answer_words']:.1f}" for r in rows]})
+            out.append((f"{run}: {primary} (the run's grader) vs {other}", table))
+    return out
+
+
 # ----------------------------------------------------------------------------------- plots
 def draw(kind: str, rows: pd.DataFrame, plot_dir: Path, title: str) -> Path | None:
     """One figure of a group (kind: bars | cpt | forgetting | time | rl), or None."""
@@ -187,10 +221,12 @@ def draw(kind: str, rows: pd.DataFrame, plot_dir: Path, title: str) -> Path | No
 
 
 # ----------------------------------------------------------------------------------- compare
-def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = True) -> dict:
+def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = True,
+            grader: str | None = None) -> dict:
     """Write the comparison of every finished run under `root`; return what was written:
     {md, html, csv: [paths], png: [paths], n_runs, skipped: [one line per folder not read]}.
-    Raises CompareError when `root` holds no finished run."""
+    `grader`: only rows measured with it. Raises CompareError when `root` holds no finished run,
+    ValueError when no run has that grader's verdicts."""
     root = Path(root)
     out = Path(out) if out else root / "compare"
     df, skipped = load_results([root])
@@ -198,6 +234,7 @@ def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = 
         extra = f" ({len(skipped)} unfinished or old-format folder(s))" if skipped else ""
         raise CompareError(f"no finished runs under {root}{extra}: "
                            "run `sealbench run ...` (or `sealbench migrate`) first")
+    df = select_grader(df, grader)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.csv").write_text(csv_text(df.to_dict("records")))
     runs = runs_table(df, config_diffs(df))
@@ -227,6 +264,15 @@ def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = 
             pngs.append(str(path))
             md.append(f"![{cap}]({rel})\n")
             body.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(cap)}"></figure>')
+    graded = grader_tables(df, grader)
+    if graded:
+        intro = ("Over the answers both graders judged; accuracy is micro (per answer); bias is the other "
+                 "grader's accuracy minus the run's grader's, in points; answer words: mean words per answer.")
+        md += ["## Graders compared\n", intro + "\n"]
+        body.append(f"<h2>Graders compared</h2><p class=\"note\">{html.escape(intro)}</p>")
+        for caption, table in graded:
+            md.append(f"### {caption}\n\n{md_table(table)}")
+            body.append(f"<h3>{html.escape(caption)}</h3>{html_table(table)}")
     if skipped:
         md += ["## Not compared\n"] + [f"- {s}" for s in skipped] + [""]
         body.append("<h2>Not compared</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
@@ -237,14 +283,19 @@ def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`sealbench compare DIR [--out OUT] [--no-plots]`; exit 2 (one line) when DIR has no finished run."""
+    """`sealbench compare DIR [--out OUT] [--grader NAME] [--no-plots]`; exit 2 (one line) when DIR has no
+    finished run or none with that grader."""
     p = argparse.ArgumentParser(prog="sealbench compare", description="Compare every finished run under DIR.")
     p.add_argument("dir", nargs="?", default="reports", metavar="DIR")
     p.add_argument("--out", default=None, help="output folder (default: DIR/compare)")
+    p.add_argument("--grader", default=None, metavar="NAME",
+                   help="match | em | f1 | judge: only numbers measured with this grader (add a grader to a "
+                        "finished run with `sealbench grade RUN_DIR --grader NAME`); default: every grader, "
+                        "one group each")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
     try:
-        w = compare(args.dir, args.out, make_plots=not args.no_plots)
+        w = compare(args.dir, args.out, make_plots=not args.no_plots, grader=args.grader)
     except (CompareError, ValueError) as err:  # ValueError: a finished run's files are unreadable
         print(f"sealbench: error: {err}", file=sys.stderr)
         return 2

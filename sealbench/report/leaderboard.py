@@ -1,4 +1,4 @@
-"""`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--no-plots] [--check]`: like-for-like rankings.
+"""`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--grader NAME] [--no-plots] [--check]`: like-for-like rankings.
 
 Finds finished run folders at any depth under each DIR and writes `leaderboard.md` and a
 self-contained `leaderboard.html` (inline CSS, charts as base64 PNGs) into OUT (default: the first
@@ -15,8 +15,12 @@ DIR). Rules:
   contender cell and in italics, and never ranked.
 * Every number shows its n; when the top entry's 95% CI overlaps another ranked entry's (or they
   tie, or there is no CI), the group says "these contenders cannot be separated at this n".
-* Columns: rank, contender, metric % [95% CI], n, Δ vs base (p), s/edit; run id, device and the
-  config fields that differ are the contender cell's hover text and a details table.
+* Columns: rank, contender, metric % (grader) [95% CI], n, Δ vs base (p), s/edit, and for knowledge
+  groups the mean answer length in words and the rank by SQuAD F1 (marked ≠ where it differs from
+  the rank by the group's grader, and named under the table); run id, device and the config fields
+  that differ are the contender cell's hover text and a details table.
+* `--grader NAME` ranks only numbers measured with NAME (runs get a grader's rows with
+  `sealbench grade RUN_DIR --grader NAME`); without it, every grader a run has is its own group.
 * A group whose values are all 0 says so instead of drawing a chart; each chart has one metric.
 * Same inputs, same bytes: no timestamps other than the runs' own.
 Nothing to rank is an error (exit 2, one line). `--check` (CI) writes nothing: it rebuilds into a temp
@@ -37,7 +41,7 @@ import pandas as pd
 from . import plots
 from .compare import GROUP, config_diffs, html_table, page
 from .results import (DASH, ROLE_LABEL, cell_text, headline, load_results, md_table, order_key, reference_path,
-                      reference_rows, rows_to_frame)
+                      reference_rows, rows_to_frame, select_grader)
 
 KEY = GROUP + ["at"]
 MODEL_NOTE = "SEAL paper: Qwen2.5-7B, GPT-4.1 judge, SEAL's 200 evaluation passages"
@@ -72,6 +76,19 @@ def _seconds(look, e) -> str:
     r = look.get((e["run_id"], e["contender"], "seconds_per_edit", "", e["at"])) or \
         look.get((e["run_id"], e["contender"], "seconds_per_edit", "", ""))
     return DASH if r is None or pd.isna(r.value) else f"{r.value:.2f}"
+
+
+def _words(look, e) -> str:
+    r = look.get((e["run_id"], e["contender"], "answer_words", "", e["at"]))
+    return DASH if r is None or pd.isna(r.value) else f"{r.value:.1f}"
+
+
+def f1_ranks(look, ranked: pd.DataFrame) -> list | None:
+    """The ranked entries' competition ranks by SQuAD F1 at the same `at` (None when any has no F1)."""
+    f1 = [look.get((e["run_id"], e["contender"], "f1", "", e["at"])) for _, e in ranked.iterrows()]
+    if not f1 or any(r is None or pd.isna(r.value) for r in f1):
+        return None
+    return competition_rank(pd.Series([r.value for r in f1])).tolist()
 
 
 def separable_note(ranked: pd.DataFrame) -> str:
@@ -117,10 +134,22 @@ def board(df: pd.DataFrame, refs: pd.DataFrame) -> list[dict]:
         table = pd.DataFrame({
             "rank": [DASH if m else str(r) for r, m in zip(entries["rank"], is_marked)],
             "contender": entries["label"],
-            f"{plots.axis_label(metric)} [95% CI]": [cell_text(e, with_n=False) for _, e in entries.iterrows()],
+            f"{plots.axis_label(metric)} ({grader}) [95% CI]": [cell_text(e, with_n=False)
+                                                                for _, e in entries.iterrows()],
             "n": [DASH if pd.isna(e["n"]) else f"{e['n']} {e['unit']}" for _, e in entries.iterrows()],
             "Δ vs base (p)": [DASH if m else _delta(look, e) for (_, e), m in zip(entries.iterrows(), is_marked)],
             "s/edit": [DASH if m else _seconds(look, e) for (_, e), m in zip(entries.iterrows(), is_marked)]})
+        words = [DASH if e["role"] == "reference" else _words(look, e) for _, e in entries.iterrows()]
+        if any(w != DASH for w in words):
+            table["answer words"] = words
+        by_f1, rank_note = (f1_ranks(look, ranked) if grader != "f1" else None), ""
+        if by_f1 is not None:
+            moved = [lab for lab, a, b in zip(ranked["label"], ranked["rank"], by_f1) if a != b]
+            table["F1 rank"] = [f"{b} ≠" if a != b else str(b) for a, b in zip(ranked["rank"], by_f1)] \
+                + [DASH] * (len(entries) - len(ranked))
+            if moved:
+                rank_note = (f"≠: ranked differently by SQuAD F1 than by {grader}: {', '.join(moved)} "
+                             "(a grader's bias can depend on the contender: docs/grading.md).")
         ours = entries[entries["role"] != "reference"]
         details = pd.DataFrame({
             "contender": ours["label"], "run id": ours["run_id"], "device": ours["device"].replace("", DASH),
@@ -132,7 +161,8 @@ def board(df: pd.DataFrame, refs: pd.DataFrame) -> list[dict]:
         ref_g = refs[(refs["task"] == task) & (refs["protocol"] == protocol)] if len(refs) else refs
         curve = mine[(mine["protocol"] == "cpt") & (mine["metric"] == "accuracy")]
         groups.append({"key": key, "metric": metric, "entries": entries, "table": table, "details": details,
-                       "marked": is_marked, "note": separable_note(ranked), "legend": legend, "cells": cells,
+                       "marked": is_marked, "note": separable_note(ranked), "rank_note": rank_note,
+                       "legend": legend, "cells": cells,
                        "curve": curve, "ref_cells": ref_g[ref_g["at"].str.contains("after=")],
                        "ref_curve": ref_g[ref_g["metric"] == "accuracy"],
                        "title": f"{task} · {protocol} · {model}",
@@ -163,7 +193,7 @@ def _render_group(g: dict, figs: list[tuple[str, str]], words: str) -> tuple[lis
     hover = [MODEL_NOTE if r.role == "reference" else
              f"run {r.run_id} · device {r.device or DASH} · config: {diffs.get(r.run_id, DASH)}"
              for r in g["entries"].itertuples()]
-    notes = [n for n in (g["legend"], g["note"], words) if n]
+    notes = [n for n in (g["legend"], g["note"], g.get("rank_note", ""), words) if n]
     md = [f"## {g['title']}", "", g["subtitle"], "", md_table(shown)] + [line for n in notes for line in (n, "")]
     md += ["<details><summary>details</summary>", "", md_table(g["details"]), "</details>", ""]
     body = [f"<h2>{html.escape(g['title'])}</h2><p class=\"note\">{html.escape(g['subtitle'])}</p>",
@@ -201,11 +231,13 @@ def render(groups: list[dict], roots: list[Path], skipped: list[str], ref_note: 
 
 
 def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir: str | None = None,
-                make_plots: bool = True) -> dict:
+                make_plots: bool = True, grader: str | None = None) -> dict:
     """Write leaderboard.md and leaderboard.html into `out` (default: the first root); return
-    {md, html, n_groups, n_entries, reference (path or None), skipped}. Raises EmptyLeaderboard."""
+    {md, html, n_groups, n_entries, reference (path or None), skipped}. `grader`: rank only numbers
+    measured with it. Raises EmptyLeaderboard, or ValueError when no run has that grader."""
     roots = [Path(r) for r in roots]
     df, skipped = load_results(roots)
+    df = select_grader(df, grader)
     ref_file = reference_path(data_dir)
     refs = rows_to_frame(reference_rows(data_dir))
     groups = board(df, refs)
@@ -224,14 +256,16 @@ def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir
             "reference": str(ref_file) if not refs.empty else None, "skipped": skipped}
 
 
-def check(dirs: list[str], out: str | None, data_dir: str | None = None, make_plots: bool = True) -> str:
+def check(dirs: list[str], out: str | None, data_dir: str | None = None, make_plots: bool = True,
+          grader: str | None = None) -> str:
     """'' when OUT's leaderboard.md and leaderboard.html equal a fresh build of `dirs` (made in a
     temp dir; the build is deterministic), else one line naming the first missing or stale file."""
     out_dir = Path(out) if out else Path(dirs[0])
     rebuild = " ".join(["sealbench leaderboard", *dirs, "--out", str(out_dir)]
-                       + (["--data-dir", data_dir] if data_dir else []) + ([] if make_plots else ["--no-plots"]))
+                       + (["--data-dir", data_dir] if data_dir else []) + (["--grader", grader] if grader else [])
+                       + ([] if make_plots else ["--no-plots"]))
     with tempfile.TemporaryDirectory(prefix="sealbench-lb-check-") as tmp:
-        leaderboard(dirs, tmp, data_dir, make_plots=make_plots)
+        leaderboard(dirs, tmp, data_dir, make_plots=make_plots, grader=grader)
         for name in ("leaderboard.md", "leaderboard.html"):
             fresh, committed = (Path(tmp) / name).read_bytes(), out_dir / name
             if not committed.exists():
@@ -246,25 +280,30 @@ def check(dirs: list[str], out: str | None, data_dir: str | None = None, make_pl
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--no-plots] [--check]`; exit 2
-    (one line) when nothing can be ranked; with --check, exit 1 (one line) when OUT's files are stale."""
+    """`sealbench leaderboard DIR [DIR ...] [--out OUT] [--data-dir D] [--grader NAME] [--no-plots] [--check]`;
+    exit 2 (one line) when nothing can be ranked or no run has that grader; with --check, exit 1 (one
+    line) when OUT's files are stale."""
     p = argparse.ArgumentParser(prog="sealbench leaderboard",
                                 description="Rank like-for-like contenders; write leaderboard.md and .html.")
     p.add_argument("dirs", nargs="*", default=["reports"], metavar="DIR")
     p.add_argument("--out", default=None, help="output folder (default: the first DIR)")
     p.add_argument("--data-dir", default=None, help="where reference/ lives (default $SEALBENCH_DATA_DIR)")
+    p.add_argument("--grader", default=None, metavar="NAME",
+                   help="match | em | f1 | judge: rank only numbers measured with this grader (add one to a "
+                        "finished run with `sealbench grade RUN_DIR --grader NAME`); default: every grader, "
+                        "one table each")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 when OUT's leaderboard.md/.html differ from a fresh build (CI)")
     args = p.parse_args(argv)
     try:
         if args.check:
-            stale = check(args.dirs, args.out, args.data_dir, make_plots=not args.no_plots)
+            stale = check(args.dirs, args.out, args.data_dir, make_plots=not args.no_plots, grader=args.grader)
             print(f"sealbench: error: {stale}" if stale else
                   f"leaderboard: {Path(args.out or args.dirs[0])}/leaderboard.md and .html are up to date",
                   file=sys.stderr)
             return 1 if stale else 0
-        w = leaderboard(args.dirs, args.out, args.data_dir, make_plots=not args.no_plots)
+        w = leaderboard(args.dirs, args.out, args.data_dir, make_plots=not args.no_plots, grader=args.grader)
     except (EmptyLeaderboard, ValueError) as err:
         print(f"sealbench: error: {err}", file=sys.stderr)
         return 2

@@ -19,6 +19,15 @@ Mapping (every number keeps its n and CI):
 The eval set is `legacy-<task>-<n items>-<hash of the passage/task ids in config.json>`, the model
 the manifest's model name, the device its device_name; `in-context` is the ceiling. A single run's
 embedded `seal_rl` copy is not repeated: its RL folder is migrated on its own.
+
+Grader-free unit keys (issue 20; `upgrade_folder`, every finished knowledge single/cpt folder with
+results.jsonl, once): every stored answer gains `verdicts: {<run's grader>: {correct, reason,
+version: "legacy@<git commit>"}}` and its row `grader`; rows whose key the current planner gives
+with the grader in it are re-keyed to the grader-free key (the old one kept as `key_with_grader`;
+the row keeps the `seed` it was trained with), so later runs with any grader reuse them; the
+results table gains `answer_words` rows (mean words per answer) and no other number changes; the
+manifest records `unit_keys` (scheme, counts, date). Re-keying needs the run's data (`--data-dir`,
+else $SEALBENCH_DATA_DIR, else ../shared/data); without it, rows keep their keys.
 """
 from __future__ import annotations
 
@@ -258,13 +267,135 @@ def migrate_folder(folder: Path) -> tuple[str, int]:
     return "migrated", len(rows)
 
 
+# ----------------------------------------------------------------------------------- grader-free keys
+UNIT_KEYS_NOTE = ("knowledge unit keys and seeds no longer include the grader (issue 20): answers are graded "
+                  "over stored answers (`sealbench grade`); rows re-keyed here keep the seed they were trained "
+                  "with, and their old key as key_with_grader")
+
+
+def _legacy_key_map(folder: Path, data_dir) -> tuple[dict[str, str], str]:
+    """{old key (grader in it): grader-free key} for the units the current planner gives this
+    run's config, and '' or why no map could be made (older config schema, no data)."""
+    from ..config import ContenderSpec, RunConfig
+    from .. import registry
+    from ..edits import EditSources
+    from ..families.squad import protocols
+
+    cfg, man = _read(folder / "config.json"), _read(folder / "manifest.json")
+    if "contender_specs" not in cfg:
+        return {}, "config.json of an older schema"
+    try:
+        fields = {k: v for k, v in cfg.items() if k in RunConfig.model_fields}
+        rc = RunConfig(**fields, **({"data_dir": str(data_dir)} if data_dir else {})).resolve()
+        fam = registry.family(rc.task)
+        items, eval_set = fam.load_items(rc)
+        if eval_set != cfg.get("eval_set"):
+            return {}, f"the data gives eval set {eval_set}, not {cfg.get('eval_set')}"
+        specs = [ContenderSpec.model_validate(c) for c in cfg["contender_specs"]]
+        models = man.get("models") or {}
+        fps = {k: v.get("fingerprint") for k, v in models.items()}
+        sources = EditSources(fam, rc, fps, {}, rc.data_dir)
+        old = protocols.plan(rc, specs, items, sources, fps, legacy_keys=True)
+        new = protocols.plan(rc, specs, items, sources, fps)
+    except Exception as err:  # no data, a notes file missing, a config this version refuses
+        return {}, f"cannot rebuild the plan ({type(err).__name__}: {str(err)[:120]})"
+    return {o.key: n.key for o, n in zip(old, new)}, ""
+
+
+def _answer_word_rows(summary: list[dict], rows: list[dict], pool: list[str], seed: int) -> list[dict]:
+    """answer_words rows beside each knowledge accuracy row of the run's grader (same contender, at)."""
+    from ..regrade import answer_words
+    from ..stats import mean_ci
+
+    ok = [r for r in rows if r.get("status") == "ok" and r.get("questions")]
+    out = []
+    for a in summary:
+        if a.get("metric") != "accuracy" or a.get("vs") or a.get("role") == "reference":
+            continue
+        mine = [r for r in ok if r.get("contender") == a["contender"]]
+        at = a.get("at") or ""
+        if at.startswith("N="):
+            n = int(at[2:])
+            with_n = [r for r in mine if r.get("n") == n]
+            mine = with_n or [r for r in mine if r.get("n") is None and
+                              (r.get("passage_id") or (r.get("passage_ids") or [None])[0]) in pool[:n]]
+        words = [w for r in mine for w in answer_words(r["questions"])]
+        if not words:
+            continue
+        ci = mean_ci(words, seed)
+        fields = {k: a[k] for k in ("run_id", "task", "protocol", "model", "model_fingerprint", "contender", "role",
+                                    "grader", "eval_set", "device", "seed", "written") if k in a}
+        out.append(make_row(**fields, metric="answer_words", at=at, value=ci["mean"], ci_low=ci["ci_low"],
+                            ci_high=ci["ci_high"], n=ci["n"], unit="questions"))
+    return out
+
+
+def upgrade_folder(folder: Path, data_dir=None) -> tuple[str, str]:
+    """Grader-free keys for one finished folder (see the module docstring). Returns (status,
+    detail): 'upgraded', 'already upgraded' or 'not a knowledge run'. Writes through temp files,
+    the manifest last, so a killed upgrade is redone from the start."""
+    from ..regrade import graded_rows
+    from ..store import now_iso, read_rows, write_atomic, write_json
+    from .results import rows_to_frame  # noqa: F401  (keeps the import order of the report package)
+
+    folder = Path(folder)
+    manifest = _read(folder / "manifest.json")
+    cfg = _read(folder / "config.json")
+    summary = read_rows(folder / "summary.jsonl")
+    first = next((r for r in summary if r.get("task")), {})
+    if (first.get("task") != "seal_squad_nocontext" or first.get("protocol") not in ("single", "cpt")
+            or not (folder / "results.jsonl").exists()):
+        return "not a knowledge run", ""
+    if "unit_keys" in manifest:
+        return "already upgraded", ""
+    grader = first.get("grader") or cfg.get("grader") or "match"
+    version = f"legacy@{str(manifest.get('git_commit') or 'unknown')[:12]}"
+    rows = read_rows(folder / "results.jsonl")
+    keymap, why = _legacy_key_map(folder, data_dir)
+    rekeyed = stamped = 0
+    for r in rows:
+        if graded_rows(r):
+            r.setdefault("grader", grader)
+            for q in r["questions"]:
+                if "correct" in q and grader not in (q.get("verdicts") or {}):
+                    q.setdefault("verdicts", {})[grader] = {"correct": bool(q["correct"]),
+                                                            "reason": q.get("reason", ""), "version": version}
+                    stamped += 1
+        if r.get("key") in keymap and keymap[r["key"]] != r["key"]:
+            r["key_with_grader"], r["key"] = r["key"], keymap[r["key"]]
+            rekeyed += 1
+    keys = len({r.get("key") for r in rows})
+    pool = [str(i) for i in (cfg.get("item_ids") or cfg.get("passage_ids") or [])]
+    added = [] if any(s.get("metric") == "answer_words" for s in summary) else \
+        _answer_word_rows(summary, rows, pool, int(first.get("seed", 0) if first.get("seed", -1) >= 0 else 0))
+    table = summary + added
+    write_atomic(folder / "results.jsonl", "".join(json.dumps(r, default=str) + "\n" for r in rows))
+    if added:
+        md = (folder / "summary.md").read_text() if (folder / "summary.md").exists() else ""
+        head = md.split("## ", 1)[0] if md.startswith("# ") else ""
+        write_atomic(folder / "summary.jsonl", jsonl_text(table))
+        write_atomic(folder / "summary.csv", csv_text(table))
+        write_atomic(folder / "summary.md", head + run_markdown(table))
+    manifest["unit_keys"] = {"scheme": "grader-free", "migrated": now_iso(), "note": UNIT_KEYS_NOTE,
+                             "rows_rekeyed": rekeyed, "units": keys, "answers_with_verdicts": stamped,
+                             "verdict_version": version, **({"not_rekeyed_because": why} if why else {})}
+    write_json(folder / "manifest.json", manifest)
+    detail = f"{rekeyed} rows re-keyed" + (f" ({why})" if why else "") + f", {stamped} verdicts stored, " \
+             f"{len(added)} answer-length rows"
+    return "upgraded", detail
+
+
 def main(argv: list[str] | None = None) -> int:
     """`sealbench migrate DIR [DIR ...]`: one line per run folder; exit 2 when DIR holds no run
     folder or a folder cannot be migrated (the others are still migrated)."""
     p = argparse.ArgumentParser(prog="sealbench migrate",
                                 description="Convert old run folders (summary.json) to "
-                                            "summary.jsonl/csv/md + COMPLETE.")
+                                            "summary.jsonl/csv/md + COMPLETE, and finished knowledge runs to "
+                                            "grader-free unit keys (verdicts by grader, answer length rows).")
     p.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    p.add_argument("--data-dir", default=None,
+                   help="the runs' data, to re-key knowledge units without the grader (default: "
+                        "$SEALBENCH_DATA_DIR, else ../shared/data); without it, rows keep their keys")
     args = p.parse_args(argv)
     folders = [f for d in args.dirs for f in find_run_dirs(d)]
     if not folders:
@@ -280,6 +411,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{status} {folder}" + (f" ({n} rows)" if n else "")
               + (" (no summary.json, not migrated)" if status == "unfinished" else ""))
+        if status == "unfinished":
+            continue
+        try:
+            up, detail = upgrade_folder(folder, args.data_dir)
+        except ValueError as err:
+            print(f"sealbench: error: cannot upgrade {folder}: {err}", file=sys.stderr)
+            failed += 1
+            continue
+        if up == "upgraded":
+            print(f"grader-free unit keys {folder}: {detail}")
     return 2 if failed else 0
 
 

@@ -181,6 +181,25 @@ def find_run_dirs(root: Path) -> list[Path]:
     return sorted(found)
 
 
+ANSWER_GRADERS = ("match", "em", "f1", "judge")   # graders of stored answers (`sealbench grade`)
+
+
+def select_grader(df: pd.DataFrame, grader: str | None) -> pd.DataFrame:
+    """Rows measured with `grader` (None: every grader's rows). Rows of graders that do not grade
+    stored answers (ARC's exact-grid, the SEAL paper's judge) are kept. Raises ValueError with
+    the fix when no row has that grader."""
+    if grader is None or df.empty:
+        return df
+    if grader not in ANSWER_GRADERS:
+        raise ValueError(f"--grader {grader!r} is not one of {', '.join(ANSWER_GRADERS)}; pick one of them")
+    if not (df["grader"] == grader).any():
+        raise ValueError(f"no finished run has verdicts of grader {grader!r}: add them with "
+                         f"`sealbench grade <run folder> --grader {grader}`, or leave --grader out")
+    out = df[(df["grader"] == grader) | ~df["grader"].isin(ANSWER_GRADERS)]
+    out.attrs = dict(df.attrs)
+    return out
+
+
 def load_results(roots: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     """(all rows of every finished run under `roots`, one line per folder that was not read).
 
@@ -301,6 +320,8 @@ def fmt_number(metric: str, x: float) -> str:
         return f"{x * 100:+.1f}"
     if metric in TIMING or metric.endswith("_s"):
         return f"{x:.2f}" if abs(x) < 100 else f"{x:,.0f}"
+    if metric == "answer_words":
+        return f"{x:.1f}"
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
@@ -371,7 +392,7 @@ def run_markdown(rows) -> str:
     95% CI, n beside every number), paired differences, forgetting matrices and timings."""
     df = rows_to_frame(rows)
     out = []
-    for (task, protocol), g in df.groupby(["task", "protocol"], sort=True):
+    for (task, protocol, _), g in df.groupby(["task", "protocol", "grader"], sort=True):
         first, sets = g.iloc[0], ", ".join(f"`{e}`" for e in sorted(g["eval_set"].unique()))
         out.append(f"## {task} · {protocol} · {first['model']} · grader {first['grader']}\n\n"
                    f"run `{first['run_id']}`, eval set {sets}, device {first['device'] or DASH}\n")

@@ -1,4 +1,4 @@
-"""`sealbench view RUN_DIR [--out FILE] [--data-dir D] [--open]`: one run folder as a page to browse.
+"""`sealbench view RUN_DIR [--out FILE] [--data-dir D] [--grader NAME] [--open]`: one run folder as a page to browse.
 
 Writes one self-contained HTML page (inline CSS and JS, no external assets; default
 RUN_DIR/view.html) showing what the numbers are made of:
@@ -9,8 +9,10 @@ RUN_DIR/view.html) showing what the numbers are made of:
   reason (ARC: each test input's gold beside the voted attempts);
 * continual runs: per sequence the accuracy matrix, the steps and the answers after every step;
 * RL run folders (`round_R/`): every sampled self-edit with its reward, kept ones marked;
-* filters by contender (RL: round), verdict, disagreement between graders (the run's grader vs
-  EM, and any `verdicts: {grader: bool}` a question carries) and degenerate outputs (`flags`:
+* `--grader NAME` shows NAME's verdicts and numbers (a knowledge run graded with `sealbench grade`);
+  the page says which grader it shows and which is the run's;
+* filters by contender (RL: round), verdict, disagreement between graders (the shown grader vs
+  EM, and every other grader in a question's `verdicts`) and degenerate outputs (`flags`:
   empty, a line repeated, a repeated 4-gram, runaway = raw much longer than the cut prediction).
 
 Items' texts are loaded as the run loaded them (its config; `--data-dir` overrides the data dir);
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from ..store import COMPLETE, RESULTS, SELF_EDITS
 from .compare import CSS, html_table, page
-from .results import FIRST, label, order_key, read_run_rows, sort_table, wide
+from .results import ANSWER_GRADERS, FIRST, label, order_key, read_run_rows, sort_table, wide
 from .view_items import ARC_COLORS, Builder, ViewError, _rows, arc, continual, esc, knowledge, rl
 
 VIEW_CSS = CSS.replace("max-width:1360px", "max-width:1360px;font-size:14px") + """
@@ -124,13 +126,15 @@ HEADLINES = ("accuracy", "final_accuracy", "forgetting", "pairs_solved", "task_p
              "reward_all", "reward_kept")  # the rest is in summary.md
 
 
-def _summary(folder: Path) -> str:
-    """The run's headline numbers from its results table (summary.jsonl), n beside every number;
-    ARC's per-task rows are left to summary.md."""
+def _summary(folder: Path, grader: str | None = None) -> str:
+    """The run's headline numbers from its results table (summary.jsonl), n beside every number,
+    measured with `grader` (None: the run's); ARC's per-task rows are left to summary.md."""
     try:
         df = read_run_rows(folder)
     except ValueError as err:
         raise ViewError(str(err)) from None
+    if grader is not None:
+        df = df[(df["grader"] == grader) | ~df["grader"].isin(ANSWER_GRADERS)]
     df = df[(df["vs"] == "") & ~df["at"].str.contains("after=|task=") & df["metric"].isin(HEADLINES)]
     df = df.assign(contender=[label(r) for _, r in df.iterrows()])
     return html_table(sort_table(wide(df, ["contender", "at"], ["metric"], first=FIRST)))
@@ -165,9 +169,25 @@ def _controls(b: Builder, is_rl: bool) -> tuple[str, dict]:
                                                       "by": by}
 
 
-def build(folder: str | Path, data_dir: str | None = None) -> tuple[str, dict]:
+def _as_grader(rows: list[dict], grader: str, folder: Path) -> list[dict]:
+    """Knowledge rows with `grader`'s verdicts on top; one line with the fix when it has none."""
+    from ..regrade import as_graded_by
+
+    out = []
+    for r in rows:
+        if r.get("status", "ok") == "ok" and r.get("questions"):
+            if any(grader not in (q.get("verdicts") or {}) for q in r["questions"]):
+                raise ViewError(f"{folder} has no {grader} verdicts for every answer: run "
+                                f"`sealbench grade {folder} --grader {grader}` first")
+            r = as_graded_by(r, grader)
+        out.append(r)
+    return out
+
+
+def build(folder: str | Path, data_dir: str | None = None, grader: str | None = None) -> tuple[str, dict]:
     """(the page, counts {answers, right, wrong, failed | kept, not kept, degenerate, disagree,
-    by: {contender or round: Counter}})."""
+    by: {contender or round: Counter}}). `grader`: show that grader's verdicts (knowledge runs
+    graded with `sealbench grade`); None: the run's."""
     folder = Path(folder)
     config = open_run(folder)
     try:  # config.json holds what decides numbers; where the data was is in the manifest
@@ -177,8 +197,14 @@ def build(folder: str | Path, data_dir: str | None = None) -> tuple[str, dict]:
     items, note = load_items(settings, data_dir)
     is_rl = str(config.get("kind", "")).startswith("seal-rl")
     is_arc = "arc" in str(config.get("task") or config.get("kind"))
-    b = Builder("exact-grid" if is_arc else str(config.get("grader") or "match"))
+    own = "exact-grid" if is_arc else str(config.get("grader") or "match")
+    if grader is not None and grader != own and (is_rl or is_arc or config.get("protocol") == "continual"):
+        raise ViewError(f"--grader {grader}: this run's answers are graded by {own} only (its rows cannot be "
+                        "regraded); leave --grader out")
+    b = Builder(grader or own)
     rows = [] if is_rl else _rows(folder / RESULTS)
+    if grader is not None and grader != own:
+        rows = _as_grader(rows, grader, folder)
     if is_rl:
         rl(b, folder, items)
     elif config.get("protocol") == "continual":
@@ -192,18 +218,19 @@ def build(folder: str | Path, data_dir: str | None = None) -> tuple[str, dict]:
         note = (f"{len(b.missing)} item(s) not found in the data dir ({', '.join(b.missing[:3])}"
                 f"{', …' if len(b.missing) > 3 else ''}): shown without their texts; pass --data-dir")
     what = f"{config.get('task') or config.get('kind')} · {config.get('protocol', 'rl' if is_rl else 'single')} · " \
-        f"{config.get('model')} · grader {b.grader}"
+        f"{config.get('model')} · grader {b.grader}" + (f" (the run's grader: {own})" if b.grader != own else "")
     what = f"RL run ({what}): the place to see what the RL loop taught the model to write" if is_rl else what
     what += f" · eval set {config['eval_set']}" if config.get("eval_set") else ""
     body = (f'<h1>{esc(folder.name)}</h1><p class="note">{esc(what)}</p>'
-            + (f'<p class="note">{esc(note)}</p>' if note else "") + '<div class="top">' + _summary(folder) + controls
+            + (f'<p class="note">{esc(note)}</p>' if note else "") + '<div class="top">' + _summary(folder, grader or own) + controls
             + "".join(b.parts) + f"<script>{VIEW_JS}</script>")
     return page(f"sealbench view · {folder.name}", body).replace(CSS, VIEW_CSS), counts
 
 
-def view(folder: str | Path, out: str | Path | None = None, data_dir: str | None = None) -> dict:
+def view(folder: str | Path, out: str | Path | None = None, data_dir: str | None = None,
+         grader: str | None = None) -> dict:
     """Write the page to `out` (default RUN_DIR/view.html); {path, answers, ...counts}."""
-    text, counts = build(folder, data_dir)
+    text, counts = build(folder, data_dir, grader)
     path = Path(out) if out else Path(folder) / "view.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -211,16 +238,23 @@ def view(folder: str | Path, out: str | Path | None = None, data_dir: str | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`sealbench view RUN_DIR [--out FILE] [--data-dir D] [--open]`; exit 2 (one line) for a
-    missing, unfinished or unreadable folder."""
+    """`sealbench view RUN_DIR [--out FILE] [--data-dir D] [--grader NAME] [--open]`; exit 2 (one line)
+    for a missing, unfinished or unreadable folder, or a grader the run has no verdicts of."""
     p = argparse.ArgumentParser(prog="sealbench view", description="Browse one run folder as an HTML page.")
     p.add_argument("dir", metavar="RUN_DIR")
     p.add_argument("--out", default=None, help="the page to write (default RUN_DIR/view.html)")
     p.add_argument("--data-dir", default=None, help="where the items' data lives (default: the run's)")
+    p.add_argument("--grader", default=None, metavar="NAME",
+                   help="match | em | f1 | judge: show this grader's verdicts and numbers (add them with "
+                        "`sealbench grade RUN_DIR --grader NAME`); default: the run's grader")
     p.add_argument("--open", action="store_true", help="open the page in a browser")
     args = p.parse_args(argv)
+    if args.grader is not None and args.grader not in ANSWER_GRADERS:
+        print(f"sealbench: error: --grader {args.grader!r} is not one of {', '.join(ANSWER_GRADERS)}; pick one",
+              file=sys.stderr)
+        return 2
     try:
-        w = view(args.dir, args.out, args.data_dir)
+        w = view(args.dir, args.out, args.data_dir, args.grader)
     except (ViewError, OSError) as err:
         print(f"sealbench: error: {err}", file=sys.stderr)
         return 2

@@ -49,10 +49,12 @@ def flags(text: str | None, raw: str | None = None) -> list[str]:
 
 
 def disagreements(q: dict, grader: str) -> list[tuple[str, str]]:
-    """[(token, words)] where graders disagree on an answer: the run's grader (`correct`) vs EM
-    (`em` == 1), and vs every grader in the question's `verdicts` ({name: bool}), if any."""
+    """[(token, words)] where graders disagree on an answer: the shown grader (`correct`) vs EM
+    (`em` == 1), and vs every other grader in the question's `verdicts` ({name: {correct, reason,
+    version}}, or older {name: bool}), if any."""
     verdicts = {"EM": q["em"] >= 1.0} if isinstance(q.get("em"), (int, float)) else {}
-    verdicts.update({str(k): bool(v) for k, v in (q.get("verdicts") or {}).items() if str(k) != grader})
+    verdicts.update({str(k): bool(v.get("correct")) if isinstance(v, dict) else bool(v)
+                     for k, v in (q.get("verdicts") or {}).items() if str(k) != grader})
     mine, out = bool(q.get("correct")), []
     for name, other in verdicts.items():
         if other != mine:

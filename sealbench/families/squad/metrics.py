@@ -12,6 +12,7 @@ import math
 from statistics import fmean
 
 from ...report.results import continual_rows, make_row
+from ...regrade import answer_words
 from ...stats import mean_ci, median_iqr, paired_difference
 
 TIMINGS = ("generate_s", "train_s", "answer_s", "grade_s")
@@ -87,6 +88,9 @@ def _accuracy_rows(base: dict, ok: list[dict], acc: dict[str, float], seed: int)
     verdicts = [float(q["correct"]) for r in ok for q in r.get("questions", [])]
     out = [make_row(**base, metric="accuracy", **_ci(mean_ci(list(acc.values()), seed)), unit="passages"),
            make_row(**base, metric="micro_accuracy", **_ci(mean_ci(verdicts, seed)), unit="questions")]
+    words = [w for r in ok for w in answer_words(r.get("questions", []))]
+    if words:  # answer length: a grader's bias grows with it (docs/grading.md)
+        out.append(make_row(**base, metric="answer_words", **_ci(mean_ci(words, seed)), unit="questions"))
     for metric, field in (("exact_match", "em"), ("f1", "f1")):
         out.append(make_row(**base, metric=metric, **_ci(mean_ci(list(per_passage(ok, field).values()), seed)),
                             unit="passages"))

@@ -8,8 +8,9 @@
 * continual: one unit per (contender, sequence): K passages in a seeded random order, each edit
   merged before the next (continual.py).
 
-A unit's identity is what determines its result (families/base.py), so CPT at N=1 with the single
-protocol's inner-loop settings *is* the single unit, and every unit is reused across runs.
+A unit's identity is what determines its answers (families/base.py), so CPT at N=1 with the single
+protocol's inner-loop settings *is* the single unit, and every unit is reused across runs and
+graders (a reused row is graded with the run's grader over its stored answers: regrade.py).
 """
 from __future__ import annotations
 
@@ -20,15 +21,20 @@ from ..base import EditRef, Unit, derive_seed, stable_hash
 from .episode import AnswerSettings
 
 
-def settings_identity(config: RunConfig) -> dict:
-    """The settings every knowledge unit's result depends on."""
+def settings_identity(config: RunConfig, with_grader: bool = False) -> dict:
+    """The settings every knowledge unit's answers depend on. The grader is not one of them: it
+    runs over stored answers (regrade.py), so switching graders trains nothing. `with_grader`
+    gives the identity of the older scheme that included it (continual units, and `migrate`)."""
     ident = config.identity()
     answer = AnswerSettings(config.answer_style, config.max_answer_tokens, config.answer_stops)
-    return {"train": config.train_settings().model_dump(mode="json"),
-            "lora": config.lora_settings().model_dump(mode="json"),
-            "answer": {"style": answer.style, "max_tokens": answer.max_tokens, "stops": list(answer.stops)},
-            "grader": config.grader, "max_statements": config.max_statements, "device": ident["device"],
-            "dtype": ident["dtype"], "seed": config.seed}
+    out = {"train": config.train_settings().model_dump(mode="json"),
+           "lora": config.lora_settings().model_dump(mode="json"),
+           "answer": {"style": answer.style, "max_tokens": answer.max_tokens, "stops": list(answer.stops)},
+           "max_statements": config.max_statements, "device": ident["device"],
+           "dtype": ident["dtype"], "seed": config.seed}
+    if with_grader:
+        out["grader"] = config.grader
+    return out
 
 
 def procedure(c) -> dict:
@@ -36,10 +42,12 @@ def procedure(c) -> dict:
     return c.model_dump(mode="json", exclude={"name", "description", "k", "role"})
 
 
-def plan(config: RunConfig, contenders: list, passages: list, sources, fingerprints: dict) -> list[Unit]:
+def plan(config: RunConfig, contenders: list, passages: list, sources, fingerprints: dict,
+         legacy_keys: bool = False) -> list[Unit]:
     """The units of a knowledge run, in a stable order. `sources` is an edits.EditSources (edit
-    keys); `fingerprints` maps "base" / "policy:<name>" to the weight fingerprint adapted."""
-    common = settings_identity(config)
+    keys); `fingerprints` maps "base" / "policy:<name>" to the weight fingerprint adapted.
+    `legacy_keys`: the keys of the older scheme with the grader in every unit (migrate re-keys)."""
+    common = settings_identity(config, with_grader=legacy_keys)
     units: list[Unit] = []
 
     def unit(c, items, edits, info, kind="episode", extra=None):
@@ -75,7 +83,10 @@ def plan(config: RunConfig, contenders: list, passages: list, sources, fingerpri
                 items = [passages[i] for i in order]
                 refs = [EditRef(c.name, p.id, 0) for p in items] if c.edits != "none" else []
                 # Two sequences that happen to share an order are still two independent samples.
-                unit(c, items, refs, {"sequence": s}, kind="continual", extra={"sequence": s})
+                # A continual row keeps only its predictions by position and the graded matrix, so
+                # it cannot be regraded without re-running: its key keeps the grader.
+                unit(c, items, refs, {"sequence": s}, kind="continual",
+                     extra={"sequence": s, "grader": config.grader})
     return units
 
 
