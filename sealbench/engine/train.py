@@ -358,7 +358,7 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
     padded tokens), a pass's share equally over its edits (their rows are padded alike).
     `slot_seconds` is the wall time from taking the slot to being yielded.
 
-    `static`: passes of at most 16 rows take the static shape (`StaticPass`, CUDA-graphed) on
+    `static`: passes of at most 2,048 padded tokens take the static shape (`StaticPass`, CUDA-graphed) on
     CUDA by default (None), always (True: its CPU form, for tests) or never (False).
     """
     slots = list(range(bank.n_slots)) if slots is None else list(slots)
@@ -549,12 +549,14 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
 # ------------------------------------------------------------------ static (captured) passes
 # A pass of a few rows costs ~0.2 s of host time on an H200 (~5,500 kernel launches), whatever its
 # size, and the longest edit's chain of passes bounds a queue however well the slots are packed. A
-# pass of at most 16 rows (the tail of a queue) therefore takes a static shape (groups padded to
-# 1, 4 or 16, widths to 128 or 512 tokens), runs the same kernels every time and, on CUDA, is
-# captured once per shape in a CUDA graph and replayed (torch.cuda.graphs).
+# pass of at most 2,048 padded tokens (the tail of a queue) therefore takes a static shape (groups
+# padded to 1, 4 or 16, widths to 128 or 512 tokens), runs the same kernels every time and, on
+# CUDA, is captured once per shape in a CUDA graph and replayed (torch.cuda.graphs). The graphs
+# share one memory pool; the largest holds ~3.5 GB (activations, and logits at every position).
 STATIC_GROUPS = (1, 4, 16)
 STATIC_WIDTHS = (128, 512)
-STATIC_ROWS = 16
+STATIC_TOKENS = 2048
+STATIC_RESERVE = 6 << 30  # bytes kept aside for the graphs' pool when sizing eager passes
 
 
 def static_shape(groups: list[list[tuple[list[int], int]]]) -> tuple[int, int, int] | None:
@@ -563,7 +565,7 @@ def static_shape(groups: list[list[tuple[list[int], int]]]) -> tuple[int, int, i
     width = max(len(ids) for g in groups for ids, _ in g)
     n = next((x for x in STATIC_GROUPS if x >= len(groups)), None)
     w = next((x for x in STATIC_WIDTHS if x >= width), None)
-    if n is None or w is None or n * m > STATIC_ROWS:
+    if n is None or w is None or n * m * w > STATIC_TOKENS:
         return None
     return n, m, w
 
@@ -667,13 +669,14 @@ def _static_pass(bank: AdapterBank, members: list, pad: int, static: bool | None
 
 
 def _max_pass_tokens(bank: AdapterBank) -> int:
-    """Padded tokens one pass may hold: a third of the free CUDA memory over ~40 kB of saved
-    activations per token per layer (bf16, measured order of magnitude); unbounded on a CPU."""
+    """Padded tokens one pass may hold: a third of the free CUDA memory (less what static passes'
+    graphs may take) over ~40 kB of saved activations per token per layer (bf16, measured order
+    of magnitude); unbounded on a CPU."""
     if not str(bank.device).startswith("cuda"):
         return 1 << 62
     layers = max(1, len(bank.shapes) // len(bank.lora.targets))
     free, _ = torch.cuda.mem_get_info(bank.device)
-    return max(4096, int(free / 3 / (40_000 * layers)))
+    return max(4096, int((free - STATIC_RESERVE) / 3 / (40_000 * layers)))
 
 
 def _sync(device) -> None:
