@@ -31,6 +31,20 @@ def per_passage(rows: list[dict], field: str = "correct") -> dict[str, float]:
     return {pid: fmean(v) for pid, v in by.items()}
 
 
+def per_question(rows: list[dict], value=lambda q: float(q["correct"])) -> list[float]:
+    """One value per question: the mean of `value` over the question's answers in `rows` (a
+    contender with k self-edits answers each question k times, once per edit: it counts once, so
+    n and the CI are over questions, as SEAL averages a passage's self-edits). A question is its
+    passage id and its position among that passage's questions in a row."""
+    by: dict[tuple, list[float]] = {}
+    for r in rows:
+        seen: dict[str, int] = {}
+        for q in r.get("questions", []):
+            i = seen[q["passage_id"]] = seen.get(q["passage_id"], -1) + 1
+            by.setdefault((q["passage_id"], i), []).append(value(q))
+    return [fmean(v) for v in by.values()]
+
+
 def summarize(config, plan: list, rows: dict[str, dict], common: dict) -> list[dict]:
     """Results-table rows for a knowledge run. `rows` maps unit key -> its latest row; `common`
     holds the run-wide row fields (run_id, task, protocol, model, ...)."""
@@ -85,10 +99,10 @@ def _pool(plan) -> list:
 def _accuracy_rows(base: dict, ok: list[dict], acc: dict[str, float], seed: int) -> list[dict]:
     if not acc:
         return []
-    verdicts = [float(q["correct"]) for r in ok for q in r.get("questions", [])]
+    verdicts = per_question(ok)
     out = [make_row(**base, metric="accuracy", **_ci(mean_ci(list(acc.values()), seed)), unit="passages"),
            make_row(**base, metric="micro_accuracy", **_ci(mean_ci(verdicts, seed)), unit="questions")]
-    words = [w for r in ok for w in answer_words(r.get("questions", []))]
+    words = per_question(ok, lambda q: answer_words([q])[0])
     if words:  # answer length: a grader's bias grows with it (docs/grading.md)
         out.append(make_row(**base, metric="answer_words", **_ci(mean_ci(words, seed)), unit="questions"))
     for metric, field in (("exact_match", "em"), ("f1", "f1")):
