@@ -17,6 +17,7 @@ results table.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,6 +46,7 @@ class RunResult:
     n_reused: int = 0
     n_computed: int = 0
     failures: list[str] = field(default_factory=list)   # "<unit label>: <error>"
+    phases: dict = field(default_factory=dict)          # this invocation's wall time by phase (`_phases`)
 
 
 def run_id(config: RunConfig, contenders: list, eval_set: str, fingerprint: str) -> str:
@@ -97,10 +99,13 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     """Run (or resume) one run; returns its results. Raises RunError / ConfigError / DataError /
     ModelLoadError / StoreError with one line for problems a user can fix."""
     say = say or (lambda msg: print(msg, file=sys.stderr))
+    clock = {"start": time.perf_counter()}
     p = prepare(config)
     cfg = p.config
     check_executor(cfg)  # e.g. --executor ray without Ray: one line before any model loads
+    clock["prepared"] = time.perf_counter()
     base_loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype)
+    clock["loaded"] = time.perf_counter()
     bar = _overall_bar(p, base_loaded.fingerprint, progress)   # one bar and ETA: RL edits, then units
     policies = _policies(p, bar, say)
     fingerprints = {"base": base_loaded.fingerprint, **{f"policy:{n}": q.fingerprint for n, q in policies.items()}}
@@ -129,6 +134,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
             done = {k: r for k, r in folder.latest(RESULTS).items() if r["status"] == "ok"}
             reused = _reuse(folder, plan, done, cfg.reports_dir, p.grader)
             pending = [u for u in plan if u.key not in done]
+            clock["planned"] = clock["edits"] = clock["units"] = time.perf_counter()
             say(f"run folder: {folder.path}  ({len(plan)} units: {len(plan) - len(pending) - len(reused)} done "
                 f"here, {len(reused)} reused from other runs, {len(pending)} to compute; {_threads()} torch "
                 f"thread(s))")
@@ -137,7 +143,9 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 bar.set_description("self-edits")
                 bar.refresh()
                 edits = _edits(folder, pending, sources, cfg.reports_dir)
+                clock["edits"] = time.perf_counter()
                 _compute(executor, folder, pending, edits, bar, p.grader)
+                clock["units"] = time.perf_counter()
             latest = folder.latest(RESULTS)
             rows_by_key = {u.key: latest[u.key] for u in plan if u.key in latest}
             common = {"run_id": rid, "task": cfg.task, "protocol": cfg.protocol, "model": base_loaded.name,
@@ -145,6 +153,8 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                       "eval_set": p.eval_set, "device": _device_name(folder), "seed": cfg.seed, "written": now_iso()}
             table = p.family.summarize(cfg, plan, rows_by_key, common)
             markdown = run_markdown(table) if table else ""
+            phases = _phases(clock, [latest[u.key] for u in pending if u.key in latest], loaded is not None)
+            markdown += _phases_markdown(phases) if markdown else ""
             failures = [f"{u.label}: {rows_by_key[u.key]['error']}" for u in plan
                         if u.key in rows_by_key and rows_by_key[u.key]["status"] != "ok"]
             if len(rows_by_key) == len(plan):
@@ -152,7 +162,40 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     finally:
         executor.close()
         bar.close()
-    return RunResult(folder.path, table, markdown, len(plan), len(reused), len(pending), failures)
+    return RunResult(folder.path, table, markdown, len(plan), len(reused), len(pending), failures, phases)
+
+
+def _phases(clock: dict, computed: list[dict], given_model: bool) -> dict:
+    """This invocation's wall time (seconds) split into phases that add up to it: checks, model
+    load, planning (engines, plan, run folder, reuse), sampling self-edits, the units (their rows'
+    attributed training, answering and grading, and the rest: engine set-up, writing rows) and the
+    results table. Self-edit time is the sampling phase here, not the rows' `generate_s` (which a
+    reused self-edit carries from the run that sampled it)."""
+    now = time.perf_counter()
+    t = {k: sum(r.get("timing", {}).get(k) or 0.0 for r in computed) for k in ("train_s", "answer_s", "grade_s")}
+    units = clock["units"] - clock["edits"]
+    out = {"checks_s": clock["prepared"] - clock["start"],
+           "model_load_s": 0.0 if given_model else clock["loaded"] - clock["prepared"],
+           "plan_s": clock["planned"] - clock["loaded"], "self_edits_s": clock["edits"] - clock["planned"],
+           "units_train_s": t["train_s"], "units_answer_s": t["answer_s"], "units_grade_s": t["grade_s"],
+           "units_other_s": units - sum(t.values()), "summary_s": now - clock["units"]}
+    if given_model:  # a model handed in (tests, lm-eval) loaded before this call
+        out["plan_s"] += clock["loaded"] - clock["prepared"]
+    out["wall_s"] = now - clock["start"]
+    return out
+
+
+def _phases_markdown(phases: dict) -> str:
+    labels = {"checks_s": "config, data and contender checks", "model_load_s": "model load",
+              "plan_s": "plan, run folder, reuse", "self_edits_s": "self-edits (sampling, fetching)",
+              "units_train_s": "units: training", "units_answer_s": "units: answering",
+              "units_grade_s": "units: grading", "units_other_s": "units: other (engine set-up, writing rows)",
+              "summary_s": "results table", "wall_s": "wall time"}
+    lines = ["", "### wall time of this invocation (seconds)", "",
+             "Phases that add up to the wall time of the command that wrote this page (a resumed run: "
+             "only its own work).", "", "| phase | seconds |", "|:--|--:|"]
+    lines += [f"| {labels[k]} | {v:.1f} |" for k, v in phases.items()]
+    return "\n".join(lines) + "\n"
 
 
 def make_executor(family, config, grader, engines: dict, fingerprints: dict, policies: dict):

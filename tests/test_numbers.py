@@ -2,6 +2,12 @@
 that add up, the same unit's rows whatever it was batched with."""
 from __future__ import annotations
 
+import time
+
+from conftest import MADE_UP, MADE_UP_2, write_data_dir
+from sealbench.config import RunConfig
+from sealbench.runner import run
+from sealbench.store import RESULTS, read_rows
 from sealbench.families.squad.metrics import _accuracy_rows, per_question
 
 
@@ -33,3 +39,43 @@ def test_micro_accuracy_with_one_self_edit_is_the_plain_mean():
     rows = [_row("p0", [True, False]), _row("p1", [True, True])]
     got = {r["metric"]: r for r in _accuracy_rows(BASE, rows, {"p0": 0.5, "p1": 1.0}, 0)}
     assert got["micro_accuracy"]["n"] == 4 and abs(got["micro_accuracy"]["value"] - 0.75) < 1e-9
+
+
+def _teacher_run(tmp_path, tiny, **kw):
+    """base, passage (1 sequence per edit), a notes file of 12 statements (13 sequences) and
+    self-notes (sampled) on two made-up passages with the tiny model."""
+    facts = "\n".join(f"{i}. Fact {i} about the glass is that it has {i} panes." for i in range(12))
+    notes = [{"title": p["title"], "context": p["context"], "completions": [facts]} for p in (MADE_UP, MADE_UP_2)]
+    data = write_data_dir(tmp_path / "d", [MADE_UP, MADE_UP_2], notes)
+    spec = tmp_path / "teacher.yaml"
+    spec.write_text("name: teacher\nfamily: squad\nedits: file\nfile: notes/teacher.json\n")
+    config = RunConfig(**{**dict(contenders=["base", "passage", str(spec), "self-notes"], n_passages=2, epochs=2,
+                                 max_answer_tokens=4, seed=0, data_dir=str(data), reports_dir=str(tmp_path / "r"),
+                                 edits_per_batch=4, notes_max_tokens=32), **kw})
+    start = time.perf_counter()
+    result = run(config, loaded=tiny, progress=False, say=lambda m: None)
+    return result, time.perf_counter() - start
+
+
+def test_per_edit_times_follow_the_edits_work_and_the_phases_add_up_to_the_wall_time(tmp_path, tiny):
+    result, wall = _teacher_run(tmp_path, tiny)
+    rows = read_rows(result.folder / RESULTS)
+    by = {}
+    for r in rows:
+        by.setdefault(r["contender"], []).append(r)
+    steps = {c: by[c][0]["train"]["steps"] for c in ("passage", "teacher")}
+    assert steps["teacher"] >= 10 * steps["passage"]
+    # the same batch, each edit its own share: 13 sequences train for longer than 1
+    teacher = min(r["timing"]["train_s"] for r in by["teacher"])
+    passage = max(r["timing"]["train_s"] for r in by["passage"])
+    assert teacher > 3 * passage > 0
+    assert all(r["timing"]["train_s"] == 0.0 for r in by["base"])
+    assert all(r["timing"]["generate_s"] > 0 for r in by["self-notes"])
+    # the units' own phases cover the run's wall time (the rest: checks, folder, engine set-up)...
+    units = sum(r["timing"][k] for r in rows for k in ("train_s", "answer_s", "grade_s", "generate_s"))
+    assert units > 0.8 * wall, (units, wall, result.phases)
+    # ...and the invocation's phases add up to it, and are in summary.md
+    phases = dict(result.phases)
+    total = phases.pop("wall_s")
+    assert abs(sum(phases.values()) - total) < 1e-6 and abs(total - wall) < 0.03 * wall
+    assert "wall time of this invocation" in (result.folder / "summary.md").read_text()
