@@ -360,8 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     except user_errors() as err:
         print(f"sealbench: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("sealbench: interrupted; finished units are saved, re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"sealbench: interrupted; {err or 'finished units are saved, re-run the same command to resume'}",
+              file=sys.stderr)
         return 130
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from . import registry
 from .config import RunConfig
 from .edits import EditSources, Pending
-from .engine.inner_loop import Engine
+from .engine.inner_loop import Engine, Hooks
 from .executors import LocalExecutor, check_executor
 from .engine.models import load_model
 from .families.base import stable_hash
@@ -35,6 +35,10 @@ from .store import RESULTS, SELF_EDITS, RunFolder, build_manifest, cached_rows, 
 
 class RunError(RuntimeError):
     """A whole-run problem (bad config, no data): one clear line for the user."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; its message says what was saved and what was lost (cli.py prints it)."""
 
 
 @dataclass
@@ -139,12 +143,16 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 f"here, {len(reused)} reused from other runs, {len(pending)} to compute; {_threads()} torch "
                 f"thread(s))")
             if pending:
-                bar.total += len(pending)
-                bar.set_description("self-edits")
-                bar.refresh()
-                edits = _edits(folder, pending, sources, cfg.reports_dir)
-                clock["edits"] = time.perf_counter()
-                _compute(executor, folder, pending, edits, bar, p.grader)
+                saved = [0]
+                try:
+                    edits = _edits(folder, pending, sources, cfg.reports_dir, bar)
+                    clock["edits"] = time.perf_counter()
+                    bar.total += len(pending)
+                    _compute(executor, folder, pending, edits, bar, p.grader, saved)
+                except KeyboardInterrupt:
+                    raise Interrupted(f"{saved[0]} finished unit(s) of {len(pending)} were saved in {folder.path}, "
+                                      f"{len(pending) - saved[0]} in flight or queued were lost; re-run the same "
+                                      "command to resume") from None
                 clock["units"] = time.perf_counter()
             latest = folder.latest(RESULTS)
             rows_by_key = {u.key: latest[u.key] for u in plan if u.key in latest}
@@ -246,8 +254,9 @@ def _reuse(folder: RunFolder, plan: list, done: dict, reports_dir, grader=None) 
     return reused
 
 
-def _edits(folder: RunFolder, units: list, sources: EditSources, reports_dir) -> dict[str, list]:
-    """unit key -> [(EditRef, edit row)] for every pending unit, producing the missing self-edits."""
+def _edits(folder: RunFolder, units: list, sources: EditSources, reports_dir, bar=None) -> dict[str, list]:
+    """unit key -> [(EditRef, edit row)] for every pending unit, producing the missing self-edits
+    (a `self-edits` bar beside `bar` counts them as each generation batch finishes)."""
     wanted: dict[str, Pending] = {}
     per_unit: dict[str, list[tuple]] = {}
     for u in units:
@@ -264,7 +273,17 @@ def _edits(folder: RunFolder, units: list, sources: EditSources, reports_dir) ->
     have.update({r["key"]: r for r in copied})
     missing = [p for k, p in wanted.items() if k not in have]
     if missing:
-        produced = sources.produce(missing)
+        from tqdm.auto import tqdm
+
+        sampling = tqdm(total=len(missing), desc="self-edits", unit="edit", leave=False, dynamic_ncols=True,
+                        disable=bar is None or bar.disable)
+        Hooks.generated = sampling.update
+        try:
+            produced = sources.produce(missing)
+            sampling.update(len(missing) - sampling.n)  # fetched ones (notes files, endpoints) too
+        finally:
+            Hooks.generated = None
+            sampling.close()
         folder.append(SELF_EDITS, produced)
         have.update({r["key"]: r for r in produced})
     return {uk: [(ref, have[k]) for ref, k in pairs] for uk, pairs in per_unit.items()}
@@ -282,14 +301,45 @@ def _overall_bar(p: Prepared, fingerprint: str, progress: bool):
                 dynamic_ncols=True, delay=1.0)
 
 
-def _compute(executor, folder: RunFolder, pending: list, edits: dict, bar, grader=None) -> None:
-    """Every pending unit through the executor; rows appended (fsynced) as each batch finishes,
-    each answer's verdict kept under its grader's name (regrade.py)."""
+def _compute(executor, folder: RunFolder, pending: list, edits: dict, bar, grader=None, saved=None) -> None:
+    """Every pending unit through the executor; rows appended (fsynced) as each group of units
+    finishes, each answer's verdict kept under its grader's name (regrade.py). The bar counts
+    finished units; between hand-backs its postfix shows training steps and an ETA from their rate
+    (this process's engines only). `saved[0]` counts the units whose rows were written."""
     bar.set_description("units")
-    for batch, rows in executor.run(pending, edits):
-        folder.append(RESULTS, stamp(rows, grader) if grader is not None else rows)
-        bar.set_postfix_str(batch[-1].label[:40])
-        bar.update(len(batch))
+    saved = saved if saved is not None else [0]
+    label = [""]
+    Hooks.trained = _step_eta(bar, label)
+    try:
+        for batch, rows in executor.run(pending, edits):
+            folder.append(RESULTS, stamp(rows, grader) if grader is not None else rows)
+            saved[0] += len(batch)
+            label[0] = batch[-1].label[:40]
+            bar.set_postfix_str(label[0])
+            bar.update(len(batch))
+    finally:
+        Hooks.trained = None
+
+
+def _step_eta(bar, label: list):
+    """Hooks.trained for `_compute`: 'train done/total, ETA m:ss' (micro-batches of the engine's
+    queue; the time left at the rate so far, answering between hand-backs included) in the bar's
+    postfix, at most twice a second."""
+    start, last = [time.perf_counter(), 0.0], [0.0]
+
+    def trained(done: int, total: int) -> None:
+        now = time.perf_counter()
+        if done <= 1:
+            start[0] = now
+            return
+        if now - last[0] < 0.5 and done < total:
+            return
+        last[0] = now
+        left = (now - start[0]) / (done - 1) * (total - done)
+        eta = f"{int(left // 60)}:{int(left % 60):02d}"
+        bar.set_postfix_str(f"train {done}/{total}, ETA {eta}" + (f" · {label[0]}" if label[0] else ""))
+
+    return trained
 
 
 def _unit_keys(cfg) -> dict:

@@ -79,3 +79,61 @@ def test_per_edit_times_follow_the_edits_work_and_the_phases_add_up_to_the_wall_
     total = phases.pop("wall_s")
     assert abs(sum(phases.values()) - total) < 1e-6 and abs(total - wall) < 0.03 * wall
     assert "wall time of this invocation" in (result.folder / "summary.md").read_text()
+
+
+def test_progress_hooks_count_sampled_self_edits_and_training_steps(tmp_path, tiny, monkeypatch):
+    from sealbench.engine import inner_loop
+
+    seen = {"generated": 0, "trained": []}
+    real = inner_loop.Hooks
+
+    import sealbench.runner as runner
+
+    real_sample = runner.EditSources.produce
+
+    def produce(self, missing):
+        hook = real.generated
+        assert hook is not None
+        real.generated = lambda n: (seen.__setitem__("generated", seen["generated"] + n), hook(n))
+        try:
+            return real_sample(self, missing)
+        finally:
+            real.generated = hook
+
+    real_step = runner._step_eta
+
+    def step_eta(bar, label):
+        inner = real_step(bar, label)
+        return lambda done, total: (seen["trained"].append((done, total)), inner(done, total))
+
+    monkeypatch.setattr(runner.EditSources, "produce", produce)
+    monkeypatch.setattr(runner, "_step_eta", step_eta)
+    result, _ = _teacher_run(tmp_path, tiny)
+    assert seen["generated"] == 2                       # self-notes: one self-edit per passage
+    done = [d for d, _ in seen["trained"]]
+    assert done == sorted(done) and seen["trained"][-1][0] == seen["trained"][-1][1] > 10
+    assert inner_loop.Hooks.generated is None and inner_loop.Hooks.trained is None
+
+
+def test_an_interrupt_says_how_many_finished_units_were_saved_and_how_many_lost(tmp_path, tiny, monkeypatch):
+    import pytest
+
+    from sealbench.executors import LocalExecutor
+    from sealbench.runner import Interrupted
+
+    real_run = LocalExecutor.run
+
+    def first_group_then_ctrl_c(self, pending, edits):
+        for n, out in enumerate(real_run(self, pending, edits)):
+            yield out
+            if n == 0:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(LocalExecutor, "run", first_group_then_ctrl_c)
+    with pytest.raises(Interrupted) as err:
+        _teacher_run(tmp_path, tiny)
+    folder = next((tmp_path / "r").iterdir())
+    saved = len(read_rows(folder / RESULTS))
+    assert 0 < saved < 8
+    assert f"{saved} finished unit(s) of 8 were saved" in str(err.value)
+    assert f"{8 - saved} in flight or queued were lost" in str(err.value)

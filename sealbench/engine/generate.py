@@ -96,8 +96,9 @@ def _layout(requests: list[GenRequest], max_rows: int) -> list[list[int]]:
 @torch.no_grad()
 def generate(model, tokenizer, requests: list[GenRequest], bank: AdapterBank | None = None,
              max_rows: int = 64, stop_strings: list[str] | None = None,
-             add_special_tokens: bool = False) -> list[str]:
+             add_special_tokens: bool = False, progress=None) -> list[str]:
     """Completions (decoded, special tokens skipped, not stripped), in request order.
+    `progress(n)`, if given, is called after each batch with the requests it finished.
 
     Rows decode until EOS, a stop string (`stop_strings`, per row) or their own max_new_tokens.
     `max_rows` bounds the rows of one batch (memory). Raises ValueError for a request that names a
@@ -136,6 +137,8 @@ def generate(model, tokenizer, requests: list[GenRequest], bank: AdapterBank | N
                     continue
                 seen.add(i)
                 out[i] = tokenizer.decode(new[j, :requests[i].max_new_tokens], skip_special_tokens=True)
+            if progress is not None:
+                progress(len(seen))
     finally:
         tokenizer.padding_side = old_side
     return out

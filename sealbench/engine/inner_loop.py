@@ -41,6 +41,15 @@ def slots_for_memory(model: torch.nn.Module, lora: LoRASettings, device: str) ->
     return max(1, min(MAX_SLOTS, 1 << max(0, k.bit_length() - 1)))
 
 
+class Hooks:
+    """Progress callbacks a caller sets while it works (runner.py; integrations/lm_eval.py):
+    `generated(n)` after each generation batch with the requests it finished, `trained(done,
+    total)` after each global training step with micro-batches done of the queue's total. None:
+    nothing is called. They change no numbers."""
+    generated = None
+    trained = None
+
+
 class Engine:
     """A model with an adapter bank of `n_slots` (default `slots_for_memory`). One engine per
     model at a time: `close()` (or a `with` block) puts the model's modules back."""
@@ -78,13 +87,14 @@ class Engine:
         if not jobs:
             return iter(())
         return train_queue(self.bank, self.tokenizer, jobs, flush_at=flush_at,
-                           meter=self.meter if meter is None else meter, static=static)
+                           meter=self.meter if meter is None else meter, static=static,
+                           progress=lambda done, total: Hooks.trained and Hooks.trained(done, total))
 
     def generate(self, requests: list[GenRequest], stop_strings: list[str] | None = None,
                  add_special_tokens: bool = False) -> list[str]:
         """Completions through each request's slot (None: the base model); see engine/generate.py."""
         return generate(self.loaded.model, self.tokenizer, requests, self.bank, self.gen_batch_size,
-                        stop_strings, add_special_tokens)
+                        stop_strings, add_special_tokens, progress=Hooks.generated)
 
     def close(self) -> None:
         if self.bank is not None:
