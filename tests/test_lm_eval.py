@@ -93,6 +93,30 @@ def test_lm_eval_and_sealbench_run_the_same_unit(tmp_path, tasks, tiny, real_dat
         lm.loglikelihood(requests[:1])
 
 
+def test_lm_eval_threads_default_to_auto_and_progress_is_shown(tmp_path, tasks, tiny, real_data_dir_module, capsys):
+    """No `threads`: the same thread count as `sealbench run --threads auto`; generate_until shows
+    the self-edits and units bars (an hour-long run must not look hung)."""
+    import torch
+
+    from sealbench.engine.models import set_threads
+    from sealbench.integrations.lm_eval import SealbenchLM
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        lm = SealbenchLM(model=tiny, contender="self-notes", device="cpu", data_dir=str(real_data_dir_module),
+                         epochs=1, max_answer_tokens=4, notes_max_tokens=8, edits_per_batch=2,
+                         reports_dir=str(tmp_path / "r"))
+        assert torch.get_num_threads() == set_threads("auto")
+        task = tasks["seal_squad_nocontext"]
+        task.build_all_requests(rank=0, world_size=1)
+        lm.generate_until(list(task.instances))
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert "self-edits" in err and "units" in err and "2/2" in err
+
+
 @pytest.mark.slow
 def test_simple_evaluate_end_to_end(task_manager, real_data_dir_module):
     """A real lm-eval run: the embedded model, contender base, 1 passage, 2 questions."""

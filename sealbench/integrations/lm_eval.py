@@ -10,7 +10,9 @@ passage becomes the knowledge family's single-protocol unit for the contender â€
 identity, seed, self-edit, training sequences and inner loop as `sealbench run --contender NAME`
 (families/squad/protocols.py, episode.py) â€” and the request gets that unit's answer, cut at its stop
 sequences. Model args are any `sealbench run` settings (config.RunConfig: epochs, lr, lora_r,
-notes_max_tokens, answer_style, seal_preset, ...) plus `contender`, `threads` and `batch_size`.
+notes_max_tokens, answer_style, seal_preset, ...) plus `contender`, `threads` (default `auto`, as
+`sealbench run`: min(usable CPUs, 8)) and `batch_size`. Progress: a `self-edits` bar while notes
+are sampled, then a `units` bar that moves as edits finish, with training steps and an ETA.
 lm-eval scores one answer per question, so contenders with k self-edits answer with their first.
 
 lm-eval 0.4 finds model types only in its registry, so the type exists once this module is
@@ -38,9 +40,9 @@ class SealbenchLM(LM):
         super().__init__()
         from .. import registry
 
-        if threads not in (None, ""):
-            import torch
-            torch.set_num_threads(int(threads))
+        from ..engine.models import set_threads
+
+        set_threads(threads if threads not in (None, "") else "auto")  # as `sealbench run --threads auto`
         # lm-eval always passes --device (default cuda:0): fall back to what torch can see.
         device = str(device or "auto")
         if device.startswith("cuda"):
@@ -103,20 +105,34 @@ class SealbenchLM(LM):
         raise NotImplementedError("the sealbench model type implements generate_until only; use --model hf")
 
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
-        from ..executors import batches
+        """Every passage's unit through the engine as one queue (as `sealbench run`: slots reused
+        as edits finish), with the run's progress bars unless `disable_tqdm`."""
+        from tqdm.auto import tqdm
+
+        from ..engine.inner_loop import Hooks
+        from ..runner import _step_eta
 
         passages = self._passages(requests)
         units = FAMILY.plan(self.config, [self.spec], passages, self.sources, self.fingerprints)
-        edits = self._edits(units)
+        edits = self._edits(units, disable_tqdm)
         answers: dict[tuple[str, str], str] = {}
         self.last_rows = []
-        for batch in batches(units, self.engine.k):
-            rows = FAMILY.run(self.engine, batch, edits, self.config, self.grader)
-            for u, row in zip(batch, rows):
-                row["key"] = u.key
-                self.last_rows.append(row)
-                for q in row.get("questions", []):
-                    answers[(q["passage_id"], q["question"])] = q["prediction"]
+        bar = tqdm(total=len(units), desc="units", unit="edit", disable=disable_tqdm, dynamic_ncols=True)
+        label = [""]
+        Hooks.trained = _step_eta(bar, label)
+        try:
+            for batch, rows in FAMILY.stream(self.engine, units, edits, self.config, self.grader):
+                for u, row in zip(batch, rows):
+                    row["key"] = u.key
+                    self.last_rows.append(row)
+                    for q in row.get("questions", []):
+                        answers[(q["passage_id"], q["question"])] = q["prediction"]
+                label[0] = batch[-1].label[:40]
+                bar.set_postfix_str(label[0])
+                bar.update(len(batch))
+        finally:
+            Hooks.trained = None
+            bar.close()
         out = []
         for req in requests:
             answer = answers.get((self._pid(req.doc), req.doc["question"]), "")
@@ -151,8 +167,11 @@ class SealbenchLM(LM):
             out.append(Passage(pid, group[0]["title"], group[0]["context"], questions))
         return out
 
-    def _edits(self, units) -> dict:
+    def _edits(self, units, disable_tqdm: bool = False) -> dict:
+        from tqdm.auto import tqdm
+
         from ..edits import Pending
+        from ..engine.inner_loop import Hooks
 
         wanted, per_unit = {}, {}
         for u in units:
@@ -160,7 +179,16 @@ class SealbenchLM(LM):
                 p = Pending(ref, u.contender, u.items[0])
                 wanted.setdefault(self.sources.key(p), p)
                 per_unit.setdefault(u.key, []).append((ref, self.sources.key(p)))
-        rows = {r["key"]: r for r in self.sources.produce(list(wanted.values()))} if wanted else {}
+        rows = {}
+        if wanted:
+            bar = tqdm(total=len(wanted), desc="self-edits", unit="edit", disable=disable_tqdm, dynamic_ncols=True)
+            Hooks.generated = bar.update
+            try:
+                rows = {r["key"]: r for r in self.sources.produce(list(wanted.values()))}
+                bar.update(len(wanted) - bar.n)
+            finally:
+                Hooks.generated = None
+                bar.close()
         return {uk: [(ref, rows[k]) for ref, k in pairs] for uk, pairs in per_unit.items()}
 
 
