@@ -125,7 +125,7 @@ def cmd_run(args) -> int:
     set_threads(jobs[0].threads)
     say = _say(args)
     if args.dry_run:
-        from .estimate import dry_run
+        from .estimate import GPU_NOTE, GPU_SIZED_S, dry_run, on_gpu
 
         total = 0.0
         for i, job in enumerate(jobs, 1):
@@ -134,6 +134,8 @@ def cmd_run(args) -> int:
             total += dry_run(job, say)["total_s"]
         if len(jobs) > 1:
             say(f"all jobs: estimated wall time ~{total / 60:.1f} min")
+        if total > GPU_SIZED_S and not on_gpu(jobs[0].device):
+            say(f"note: {GPU_NOTE}")
         return 0
     failed = 0
     for i, job in enumerate(jobs, 1):

@@ -121,9 +121,11 @@ def dry_run(config: RunConfig, say) -> dict:
     by_source: dict[str, int] = {}
     for u in reused:
         by_source[cache[u.key][0]] = by_source.get(cache[u.key][0], 0) + 1
-    say(f"dry run: {cfg.task} · {cfg.protocol} · {name} · {len(p.contenders)} contender(s) · {len(p.items)} "
-        f"{p.family.item_noun}\n  run folder: {folder}\n  units: {len(plan)} planned, {len(here)} done in this "
+    say(f"dry run: {cfg.task} · {cfg.protocol} · {name} · {len(p.contenders)} contender(s) · "
+        f"{_describe(p, cfg)}\n  run folder: {folder}\n  units: {len(plan)} planned, {len(here)} done in this "
         f"folder, {len(reused)} reused from other runs, {len(pending)} to compute")
+    for line in getattr(p.family, "plan_notes", lambda *a: [])(cfg, p.contenders):
+        say(f"  {line}")
     for source, n in sorted(by_source.items()):
         say(f"    {n} reused from {source}")
     say(f"  self-edits to sample: {len(to_sample)}")
@@ -133,9 +135,27 @@ def dry_run(config: RunConfig, say) -> dict:
         say(f"  {phase:24s} ~{_fmt(seconds)}")
     total = sum(phases.values())
     say(f"  estimated wall time       ~{_fmt(total)}" + ("  (nothing to compute)" if not phases else ""))
+    if total > GPU_SIZED_S and not on_gpu(cfg.device):
+        say(f"  on this CPU: {GPU_NOTE}")
     return {"run_folder": str(folder), "planned": len(plan), "done_here": len(here), "reused": len(reused),
             "pending": len(pending), "to_sample": len(to_sample), "phases": phases, "total_s": total,
             "rl": rl_lines}
+
+
+GPU_SIZED_S = 6 * 3600  # above this on a CPU, the dry run says the job is sized for a GPU
+GPU_NOTE = ("a job this size is meant for a GPU (the `paper` preset and the `gpu`/`paper` RL presets are GPU "
+            "presets; `--preset smoke` or `default` run on a CPU): run it with --device cuda")
+
+
+def _describe(p, cfg) -> str:
+    describe = getattr(p.family, "describe_items", None)
+    return describe(cfg, p.items) if describe else f"{len(p.items)} {p.family.item_noun}"
+
+
+def on_gpu(device: str) -> bool:
+    from .engine.models import pick_device
+
+    return pick_device(device).startswith("cuda")
 
 
 def _rl_round(p, rl, rates: Rates, k: int, overhead: int) -> float:

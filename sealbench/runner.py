@@ -120,6 +120,8 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     executor = make_executor(p.family, cfg, p.grader, engines, fingerprints, policies)
     sources = EditSources(p.family, cfg, fingerprints, executor.engines, cfg.data_dir)
     plan = p.family.plan(cfg, p.contenders, p.items, sources, fingerprints)
+    for line in getattr(p.family, "plan_notes", lambda *a: [])(cfg, p.contenders):
+        say(line)
     if len({u.key for u in plan}) != len(plan):
         raise RunError("the plan has two units with the same content key (a contender listed twice under "
                        "two names?); remove the duplicate")

@@ -137,3 +137,35 @@ def test_an_interrupt_says_how_many_finished_units_were_saved_and_how_many_lost(
     assert 0 < saved < 8
     assert f"{saved} finished unit(s) of 8 were saved" in str(err.value)
     assert f"{8 - saved} in flight or queued were lost" in str(err.value)
+
+
+def test_p_values_never_print_as_zero():
+    from sealbench.report.results import fmt_p
+
+    assert fmt_p(0.0004998) == "p<0.001" and fmt_p(0.0) == "p<0.001"
+    assert fmt_p(0.004) == "p=0.004" and fmt_p(0.04) == "p=0.04" and fmt_p(1.0) == "p=1.00"
+
+
+def test_continual_says_it_plans_no_units_for_base(tmp_path, tiny):
+    said = []
+    data = write_data_dir(tmp_path / "d", [MADE_UP, MADE_UP_2])
+    config = RunConfig(protocol="continual", contenders=["base", "passage"], steps=2, sequences=1, n_passages=2,
+                       epochs=1, max_answer_tokens=2, seed=0, data_dir=str(data), reports_dir=str(tmp_path / "r"))
+    run(config, loaded=tiny, progress=False, say=said.append)
+    assert any(line.startswith("continual: base adapt(s) nothing") for line in said)
+
+
+def test_compare_of_a_committed_folder_writes_outside_it(tmp_path):
+    import subprocess
+
+    from sealbench.report.compare import default_out
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert default_out(plain) == str(plain / "compare")
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    (repo / "results" / "a.txt").write_text("x")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "results/a.txt"], check=True)
+    assert default_out(repo / "results") == "reports/compare-results"

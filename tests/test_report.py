@@ -196,7 +196,7 @@ def test_find_and_load_runs_at_any_depth(reports):
     df, skipped = load_results([reports, reports / "nested"])  # overlapping roots: rows kept once
     assert set(df["run_id"]) == {"squad-a", "squad-b", "squad-c", "arc-a", "cpt-a", "cont-a", "rl-a"}
     assert not df.duplicated(["run_id", "contender", "metric", "at", "vs"]).any()
-    assert "half-done" in skipped
+    assert any(s.startswith("half-done: unfinished") for s in skipped)
     assert any(s.startswith("old-style") and "sealbench migrate" in s for s in skipped)
     assert not (df["run_id"] == "old-style").any()
 
@@ -450,8 +450,10 @@ def test_migrate_is_idempotent_and_load_results_reads_the_new_files(migrated, ca
     cpu = df[df["device"] == "cpu: AMD EPYC x2"]
     assert set(cpu["model"]) == {"SmolLM2-135M-Instruct"}
     assert {"single", "cpt", "continual", "rl"} <= set(cpu["protocol"])
-    assert sorted(skipped) == ["gpu_runs_2026-11-25/seal-rl-embedded-e45a502fd9",
-                               "gpu_runs_2026-11-25/seal-squad-nocontext-embedded-cc424430db"]
+    assert [s.split(":")[0] for s in sorted(skipped)] == ["gpu_runs_2026-11-25/seal-rl-embedded-e45a502fd9",
+                                                          "gpu_runs_2026-11-25/seal-squad-nocontext-embedded-cc424430db"]
+    assert "SEAL RL run without COMPLETE" in sorted(skipped)[0]
+    assert "unfinished: no COMPLETE" in sorted(skipped)[1]  # a reason, not a bare path (issue 25)
 
 
 def test_unmigrated_folders_are_reported_not_read(tmp_path):

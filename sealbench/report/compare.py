@@ -282,20 +282,35 @@ def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = 
             "csv": [str(out / "results.csv"), str(out / "runs.csv")], "skipped": skipped}
 
 
+def default_out(folder) -> str:
+    """DIR/compare, unless DIR holds files committed to git (the committed run folders): then
+    reports/compare-<DIR name>, so a comparison never leaves untracked files in a committed tree."""
+    import subprocess
+
+    try:
+        tracked = subprocess.run(["git", "-C", str(folder), "ls-files", "--", "."], capture_output=True, text=True,
+                                 timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        tracked = ""
+    return str(Path("reports") / f"compare-{Path(folder).resolve().name}") if tracked else str(Path(folder) / "compare")
+
+
 def main(argv: list[str] | None = None) -> int:
     """`sealbench compare DIR [--out OUT] [--grader NAME] [--no-plots]`; exit 2 (one line) when DIR has no
     finished run or none with that grader."""
     p = argparse.ArgumentParser(prog="sealbench compare", description="Compare every finished run under DIR.")
     p.add_argument("dir", nargs="?", default="reports", metavar="DIR")
-    p.add_argument("--out", default=None, help="output folder (default: DIR/compare)")
+    p.add_argument("--out", default=None, help="output folder (default: DIR/compare; reports/compare-<DIR name> "
+                                                 "when DIR holds files committed to git, e.g. benchmarks/results)")
     p.add_argument("--grader", default=None, metavar="NAME",
                    help="match | em | f1 | judge: only numbers measured with this grader (add a grader to a "
                         "finished run with `sealbench grade RUN_DIR --grader NAME`); default: every grader, "
                         "one group each")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
+    out = args.out or default_out(args.dir)
     try:
-        w = compare(args.dir, args.out, make_plots=not args.no_plots, grader=args.grader)
+        w = compare(args.dir, out, make_plots=not args.no_plots, grader=args.grader)
     except (CompareError, ValueError) as err:  # ValueError: a finished run's files are unreadable
         print(f"sealbench: error: {err}", file=sys.stderr)
         return 2

@@ -40,7 +40,7 @@ import pandas as pd
 
 from . import plots
 from .compare import GROUP, config_diffs, html_table, page
-from .results import (DASH, ROLE_LABEL, cell_text, headline, load_results, md_table, order_key, reference_path,
+from .results import (DASH, ROLE_LABEL, cell_text, fmt_p, headline, load_results, md_table, order_key, reference_path,
                       reference_rows, rows_to_frame, select_grader)
 
 KEY = GROUP + ["at"]
@@ -69,7 +69,7 @@ def _delta(look, e) -> str:
     r = look.get((e["run_id"], e["contender"], "accuracy_diff", "base", e["at"]))
     if r is None or pd.isna(r.value):
         return DASH
-    return f"{r.value * 100:+.1f}" + (f" (p={r.p_value:.2f})" if pd.notna(r.p_value) else "")
+    return f"{r.value * 100:+.1f}" + (f" ({fmt_p(r.p_value)})" if pd.notna(r.p_value) else "")
 
 
 def _seconds(look, e) -> str:

@@ -222,12 +222,34 @@ def load_results(roots: list[Path]) -> tuple[pd.DataFrame, list[str]]:
             elif (folder / "summary.json").exists():
                 skipped.append(f"{name}: old format, run `sealbench migrate {root}`")
             else:
-                skipped.append(name)
+                skipped.append(f"{name}: {_why_unfinished(folder)}")
     df = rows_to_frame(pd.concat(frames, ignore_index=True) if frames else [])
     df = df.drop_duplicates(["run_id", "contender", "role", "grader", "eval_set", "metric", "at", "vs"])
     df = df.reset_index(drop=True)
     df.attrs["run_dirs"] = run_dirs
     return df, skipped
+
+
+def _why_unfinished(folder: Path) -> str:
+    """Why a run folder has no results table: what it holds, and how to finish it."""
+    rounds = sorted(p.name for p in folder.glob("round_*") if p.is_dir())
+    if rounds:
+        return (f"SEAL RL run without COMPLETE ({len(rounds)} round folder(s): {', '.join(rounds)}); its "
+                "policy is read by runs, it has no results table to rank")
+    results = folder / "results.jsonl"
+    try:
+        n = sum(1 for line in results.open() if line.strip()) if results.exists() else 0
+    except OSError:
+        n = 0
+    return (f"unfinished: no COMPLETE ({n} unit row(s) in results.jsonl; the run was stopped before every "
+            "unit had a row: re-run its command to finish it)")
+
+
+def fmt_p(p: float) -> str:
+    """'p<0.001', 'p=0.004', 'p=0.04': never 'p=0.00' for a p-value that is small but not zero."""
+    if p < 0.001:
+        return "p<0.001"
+    return f"p={p:.3f}" if p < 0.01 else f"p={p:.2f}"
 
 
 # ----------------------------------------------------------------------------------- reference
@@ -334,7 +356,7 @@ def cell_text(row, with_n: bool = True) -> str:
     if pd.notna(row["ci_low"]) and pd.notna(row["ci_high"]):
         text += f" [{fmt_number(row['metric'], row['ci_low'])}, {fmt_number(row['metric'], row['ci_high'])}]"
     if pd.notna(row["p_value"]):
-        text += f" p={row['p_value']:.2f}"
+        text += f" {fmt_p(row['p_value'])}"
     if with_n and pd.notna(row["n"]):
         unit = row["unit"][:-1] if row["n"] == 1 and row["unit"].endswith("s") else row["unit"]
         text += f" ({row['n']} {unit})"

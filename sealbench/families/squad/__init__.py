@@ -34,6 +34,21 @@ class SquadFamily:
     def plan(self, config, contenders, items, sources, fingerprints):
         return protocols.plan(config, contenders, items, sources, fingerprints)
 
+    def describe_items(self, config, items) -> str:
+        """What the run evaluates, for headers: continual draws K x S from the pool."""
+        if config.protocol == "continual":
+            return (f"{config.sequences} sequences x {config.steps} passages drawn from the first {len(items)} "
+                    "evaluation passages")
+        return f"{len(items)} passages"
+
+    def plan_notes(self, config, contenders) -> list[str]:
+        """Lines a run and a dry run print about contenders the protocol plans differently."""
+        if config.protocol != "continual":
+            return []
+        idle = [c.name for c in contenders if not c.adapt]
+        return [f"continual: {', '.join(idle)} adapt(s) nothing, so no units are planned for them; the model "
+                "before any edit is row 0 of every sequence's matrix"] if idle else []
+
     def edit_prompt(self, contender, item) -> str:
         return self_edit_prompt(item, contender.prompt)
 
