@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from conftest import MADE_UP, MADE_UP_2, write_data_dir
 from sealbench.config import RunConfig
 from sealbench.runner import run
@@ -169,3 +171,45 @@ def test_compare_of_a_committed_folder_writes_outside_it(tmp_path):
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     subprocess.run(["git", "-C", str(repo), "add", "results/a.txt"], check=True)
     assert default_out(repo / "results") == "reports/compare-results"
+
+
+def _towers(n: int) -> list[dict]:
+    """n made-up passages of three lengths (so a queue's passes pad rows of different widths)."""
+    return [{"title": f"Vorlan {i}", "context": f"The Vorlan tower number {i} was built by Ildra Quen{i} in "
+             f"{1700 + i} and is {100 + i} metres tall." + " It stands near the river." * (i % 3),
+             "questions": [{"question": f"Who built Vorlan tower {i}?", "answer": f"Ildra Quen{i}"},
+                           {"question": f"When was Vorlan tower {i} built?", "answer": str(1700 + i)}]}
+            for i in range(n)]
+
+
+@pytest.mark.slow
+def test_a_unit_alone_or_in_a_queue_of_8_with_1_or_2_threads(tmp_path, embedded):
+    """What reuse by content relies on, measured on a CPU in fp32 (docs/run-folders.md): the same
+    key, the same answers and verdicts, losses equal to float rounding (not bit for bit: a pass's
+    shape and the thread count change how a matmul's sums are rounded)."""
+    import torch
+
+    data = write_data_dir(tmp_path / "d", _towers(8))
+    before, seen = torch.get_num_threads(), {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            for n in (1, 8):
+                config = RunConfig(contenders=["passage"], n_passages=n, epochs=2, max_answer_tokens=8, seed=0,
+                                   data_dir=str(data), reports_dir=str(tmp_path / f"r{threads}-{n}"),
+                                   edits_per_batch=8)
+                result = run(config, loaded=embedded, progress=False, say=lambda m: None)
+                rows = {r["passage_ids"][0]: r for r in read_rows(result.folder / RESULTS)}
+                assert result.n_computed == n and all(r.get("reused_from") is None for r in rows.values())
+                pid = seen.get("pid") or next(iter(rows))
+                seen["pid"], seen[(threads, n)] = pid, rows[pid]
+    finally:
+        torch.set_num_threads(before)
+    ref = seen[(1, 1)]
+    for where in ((1, 8), (2, 1), (2, 8)):
+        row = seen[where]
+        assert row["key"] == ref["key"] and row["seed"] == ref["seed"], where
+        assert [(q["raw"], q["correct"]) for q in row["questions"]] == \
+            [(q["raw"], q["correct"]) for q in ref["questions"]], where
+        for a, b in zip(row["train"]["epoch_losses"], ref["train"]["epoch_losses"]):
+            assert abs(a - b) <= 1e-5 * abs(b), where
