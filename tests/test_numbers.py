@@ -75,7 +75,7 @@ def test_per_edit_times_follow_the_edits_work_and_the_phases_add_up_to_the_wall_
     assert all(r["timing"]["generate_s"] > 0 for r in by["self-notes"])
     # the units' own phases cover the run's wall time (the rest: checks, folder, engine set-up)...
     units = sum(r["timing"][k] for r in rows for k in ("train_s", "answer_s", "grade_s", "generate_s"))
-    assert units > 0.8 * wall, (units, wall, result.phases)
+    assert units > 0.9 * wall, (units, wall, result.phases)  # 96% measured on the 2-core CPU
     # ...and the invocation's phases add up to it, and are in summary.md
     phases = dict(result.phases)
     total = phases.pop("wall_s")
