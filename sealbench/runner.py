@@ -112,6 +112,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     clock["loaded"] = time.perf_counter()
     bar = _overall_bar(p, base_loaded.fingerprint, progress)   # one bar and ETA: RL edits, then units
     policies = _policies(p, bar, say)
+    clock["policies"] = time.perf_counter()
     fingerprints = {"base": base_loaded.fingerprint, **{f"policy:{n}": q.fingerprint for n, q in policies.items()}}
     engines: dict = {"base": lambda: Engine(base_loaded, cfg.lora_settings(), cfg.edits_per_batch, cfg.gen_batch_size)}
     for name, policy in policies.items():
@@ -177,7 +178,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
 
 def _phases(clock: dict, computed: list[dict], given_model: bool) -> dict:
     """This invocation's wall time (seconds) split into phases that add up to it: checks, model
-    load, planning (engines, plan, run folder, reuse), sampling self-edits, the units (their rows'
+    load, SEAL policies (trained or found: rl/), planning (plan, run folder, reuse), sampling self-edits, the units (their rows'
     attributed training, answering and grading, and the rest: engine set-up, writing rows) and the
     results table. Self-edit time is the sampling phase here, not the rows' `generate_s` (which a
     reused self-edit carries from the run that sampled it)."""
@@ -186,18 +187,19 @@ def _phases(clock: dict, computed: list[dict], given_model: bool) -> dict:
     units = clock["units"] - clock["edits"]
     out = {"checks_s": clock["prepared"] - clock["start"],
            "model_load_s": 0.0 if given_model else clock["loaded"] - clock["prepared"],
-           "plan_s": clock["planned"] - clock["loaded"], "self_edits_s": clock["edits"] - clock["planned"],
+           "policies_s": clock["policies"] - clock["loaded"],
+           "plan_s": clock["planned"] - clock["policies"], "self_edits_s": clock["edits"] - clock["planned"],
            "units_train_s": t["train_s"], "units_answer_s": t["answer_s"], "units_grade_s": t["grade_s"],
            "units_other_s": units - sum(t.values()), "summary_s": now - clock["units"]}
     if given_model:  # a model handed in (tests, lm-eval) loaded before this call
-        out["plan_s"] += clock["loaded"] - clock["prepared"]
+        out["checks_s"] += clock["loaded"] - clock["prepared"]
     out["wall_s"] = now - clock["start"]
     return out
 
 
 def _phases_markdown(phases: dict) -> str:
     labels = {"checks_s": "config, data and contender checks", "model_load_s": "model load",
-              "plan_s": "plan, run folder, reuse", "self_edits_s": "self-edits (sampling, fetching)",
+              "policies_s": "SEAL policies (RL training or loading)", "plan_s": "plan, run folder, reuse", "self_edits_s": "self-edits (sampling, fetching)",
               "units_train_s": "units: training", "units_answer_s": "units: answering",
               "units_grade_s": "units: grading", "units_other_s": "units: other (engine set-up, writing rows)",
               "summary_s": "results table", "wall_s": "wall time"}
