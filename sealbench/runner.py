@@ -282,11 +282,12 @@ def _edits(folder: RunFolder, units: list, sources: EditSources, reports_dir, ba
         sampling = tqdm(total=len(missing), desc="self-edits", unit="edit", leave=False, dynamic_ncols=True,
                         disable=bar is None or bar.disable)
         Hooks.generated = sampling.update
+        Hooks.decoded = _token_postfix(sampling)
         try:
             produced = sources.produce(missing)
             sampling.update(len(missing) - sampling.n)  # fetched ones (notes files, endpoints) too
         finally:
-            Hooks.generated = None
+            Hooks.generated = Hooks.decoded = None
             sampling.close()
         folder.append(SELF_EDITS, produced)
         have.update({r["key"]: r for r in produced})
@@ -323,6 +324,20 @@ def _compute(executor, folder: RunFolder, pending: list, edits: dict, bar, grade
             bar.update(len(batch))
     finally:
         Hooks.trained = None
+
+
+def _token_postfix(bar):
+    """Hooks.decoded for the self-edits bar: 'token t/max' of the batch being sampled, so a batch of
+    long notes shows it is moving (at most twice a second)."""
+    last = [0.0]
+
+    def decoded(step: int, total: int) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 0.5:
+            last[0] = now
+            bar.set_postfix_str(f"token {step}/{total}")
+
+    return decoded
 
 
 def _step_eta(bar, label: list):

@@ -94,13 +94,14 @@ def test_progress_hooks_count_sampled_self_edits_and_training_steps(tmp_path, ti
     real_sample = runner.EditSources.produce
 
     def produce(self, missing):
-        hook = real.generated
-        assert hook is not None
+        hook, step = real.generated, real.decoded
+        assert hook is not None and step is not None
         real.generated = lambda n: (seen.__setitem__("generated", seen["generated"] + n), hook(n))
+        real.decoded = lambda i, total: (seen.setdefault("decoded", []).append((i, total)), step(i, total))
         try:
             return real_sample(self, missing)
         finally:
-            real.generated = hook
+            real.generated, real.decoded = hook, step
 
     real_step = runner._step_eta
 
@@ -112,9 +113,11 @@ def test_progress_hooks_count_sampled_self_edits_and_training_steps(tmp_path, ti
     monkeypatch.setattr(runner, "_step_eta", step_eta)
     result, _ = _teacher_run(tmp_path, tiny)
     assert seen["generated"] == 2                       # self-notes: one self-edit per passage
+    assert seen["decoded"][0] == (1, 32) and len(seen["decoded"]) > 1  # token by token (notes_max_tokens 32)
     done = [d for d, _ in seen["trained"]]
     assert done == sorted(done) and seen["trained"][-1][0] == seen["trained"][-1][1] > 10
-    assert inner_loop.Hooks.generated is None and inner_loop.Hooks.trained is None
+    assert inner_loop.Hooks.generated is None and inner_loop.Hooks.decoded is None
+    assert inner_loop.Hooks.trained is None
 
 
 def test_an_interrupt_says_how_many_finished_units_were_saved_and_how_many_lost(tmp_path, tiny, monkeypatch):

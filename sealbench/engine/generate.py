@@ -47,6 +47,18 @@ def row_uniforms(seeds: torch.Tensor, step: int, vocab: int) -> torch.Tensor:
     return (u.double() + 0.5) / 2.0 ** 32
 
 
+class _Steps:
+    """A logits processor that only counts decoding steps (progress); scores pass unchanged."""
+
+    def __init__(self, fn, total: int):
+        self.fn, self.total, self.step = fn, total, 0
+
+    def __call__(self, input_ids, scores):
+        self.step += 1
+        self.fn(self.step, self.total)
+        return scores
+
+
 class RowSampler:
     """A logits processor: rows with temperature > 0 get top-p-filtered, temperature-scaled logits
     plus seeded Gumbel noise, so the argmax that follows is a sample; greedy rows are untouched."""
@@ -96,9 +108,10 @@ def _layout(requests: list[GenRequest], max_rows: int) -> list[list[int]]:
 @torch.no_grad()
 def generate(model, tokenizer, requests: list[GenRequest], bank: AdapterBank | None = None,
              max_rows: int = 64, stop_strings: list[str] | None = None,
-             add_special_tokens: bool = False, progress=None) -> list[str]:
+             add_special_tokens: bool = False, progress=None, on_step=None) -> list[str]:
     """Completions (decoded, special tokens skipped, not stripped), in request order.
-    `progress(n)`, if given, is called after each batch with the requests it finished.
+    `progress(n)`, if given, is called after each batch with the requests it finished, and
+    `on_step(step, max_new_tokens)` after each decoding step of a batch (it changes no numbers).
 
     Rows decode until EOS, a stop string (`stop_strings`, per row) or their own max_new_tokens.
     `max_rows` bounds the rows of one batch (memory). Raises ValueError for a request that names a
@@ -123,7 +136,8 @@ def generate(model, tokenizer, requests: list[GenRequest], bank: AdapterBank | N
                                  [r.top_p for r in reqs], width, device)
             kwargs = dict(max_new_tokens=max(r.max_new_tokens for r in reqs), do_sample=False,
                           temperature=None, top_p=None, top_k=None, pad_token_id=tokenizer.pad_token_id,
-                          eos_token_id=tokenizer.eos_token_id, logits_processor=[sampler])
+                          eos_token_id=tokenizer.eos_token_id, logits_processor=[sampler] + ([_Steps(on_step, max(r.max_new_tokens for r in reqs))]
+                                                                        if on_step is not None else []))
             if stop_strings:
                 kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
             if routing is None:

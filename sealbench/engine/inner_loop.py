@@ -43,10 +43,12 @@ def slots_for_memory(model: torch.nn.Module, lora: LoRASettings, device: str) ->
 
 class Hooks:
     """Progress callbacks a caller sets while it works (runner.py; integrations/lm_eval.py):
-    `generated(n)` after each generation batch with the requests it finished, `trained(done,
-    total)` after each global training step with micro-batches done of the queue's total. None:
-    nothing is called. They change no numbers."""
+    `generated(n)` after each generation batch with the requests it finished, `decoded(step,
+    total)` after each of its decoding steps, `trained(done, total)` after each global training
+    step with micro-batches done of the queue's total. None: nothing is called. They change no
+    numbers."""
     generated = None
+    decoded = None
     trained = None
 
 
@@ -94,7 +96,8 @@ class Engine:
                  add_special_tokens: bool = False) -> list[str]:
         """Completions through each request's slot (None: the base model); see engine/generate.py."""
         return generate(self.loaded.model, self.tokenizer, requests, self.bank, self.gen_batch_size,
-                        stop_strings, add_special_tokens, progress=Hooks.generated)
+                        stop_strings, add_special_tokens, progress=Hooks.generated,
+                        on_step=Hooks.decoded)
 
     def close(self) -> None:
         if self.bank is not None:
