@@ -216,3 +216,20 @@ def test_a_unit_alone_or_in_a_queue_of_8_with_1_or_2_threads(tmp_path, embedded)
             [(q["raw"], q["correct"]) for q in ref["questions"]], where
         for a, b in zip(row["train"]["epoch_losses"], ref["train"]["epoch_losses"]):
             assert abs(a - b) <= 1e-5 * abs(b), where
+
+
+def test_a_cpu_dry_run_of_a_gpu_sized_continual_job_says_so(tmp_path, monkeypatch):
+    """The header says K x S from the pool (not 'N passages'), base's missing units are explained,
+    and an estimate in days on a CPU names it a GPU job (rates forced large: no calibration)."""
+    from sealbench import estimate
+
+    monkeypatch.setattr(estimate, "calibrate", lambda *a, **k: estimate.Rates(100.0, 1.0, 10.0, 100.0, 1000.0, 5.0))
+    data = write_data_dir(tmp_path / "d", [MADE_UP, MADE_UP_2])
+    said = []
+    config = RunConfig(protocol="continual", contenders=["base", "passage"], steps=2, sequences=3, n_passages=2,
+                       epochs=10, seed=0, data_dir=str(data), reports_dir=str(tmp_path / "r"), device="cpu")
+    out = estimate.dry_run(config, said.append)
+    text = "\n".join(said)
+    assert "3 sequences x 2 passages drawn from the first 2 evaluation passages" in text
+    assert "continual: base adapt(s) nothing" in text
+    assert out["total_s"] > estimate.GPU_SIZED_S and "meant for a GPU" in text
