@@ -20,7 +20,9 @@ DIR). Rules:
   the rank by the group's grader, and named under the table); run id, device and the config fields
   that differ are the contender cell's hover text and a details table.
 * `--grader NAME` ranks only numbers measured with NAME (runs get a grader's rows with
-  `sealbench grade RUN_DIR --grader NAME`); without it, every grader a run has is its own group.
+  `sealbench grade RUN_DIR --grader NAME`); without it, every grader a run has is its own group,
+  except an older version of a grader that `sealbench grade` replaced (`match@legacy`), which is
+  ranked only when asked for by name.
 * A group whose values are all 0 says so instead of drawing a chart; each chart has one metric.
 * Same inputs, same bytes: no timestamps other than the runs' own.
 Nothing to rank is an error (exit 2, one line). `--check` (CI) writes nothing: it rebuilds into a temp
@@ -238,6 +240,9 @@ def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir
     roots = [Path(r) for r in roots]
     df, skipped = load_results(roots)
     df = select_grader(df, grader)
+    if grader is None and not df.empty:   # an older version's rows kept by `sealbench grade` are not ranked
+        attrs, df = dict(df.attrs), df[~df["grader"].astype(str).str.contains("@", regex=False)]
+        df.attrs = attrs
     ref_file = reference_path(data_dir)
     refs = rows_to_frame(reference_rows(data_dir))
     groups = board(df, refs)
