@@ -234,6 +234,24 @@ def test_leaderboard_marks_a_contender_ranked_differently_by_f1():
     assert "ranked differently by SQuAD F1 than by match: passage, teacher-notes" in g["rank_note"]
 
 
+def test_leaderboard_shows_each_graders_own_difference_vs_base():
+    """A run graded by two graders has two accuracy_diff rows per contender: each group shows its own."""
+    from sealbench.report.leaderboard import board
+    from sealbench.report.results import make_row, rows_to_frame
+
+    rows = []
+    for grader, diff in (("match", 0.40), ("f1", 0.01)):
+        common = dict(run_id="r", task="seal_squad_nocontext", protocol="single", model="m", grader=grader,
+                      eval_set="e", n=10)
+        rows += [make_row(**common, contender="base", metric="accuracy", value=0.05, unit="passages"),
+                 make_row(**common, contender="passage", metric="accuracy", value=0.05 + diff, unit="passages"),
+                 make_row(**common, contender="passage", metric="accuracy_diff", vs="base", value=diff,
+                          p_value=0.001, unit="passages")]
+    groups = {g["key"][3]: g["table"].set_index("contender") for g in board(rows_to_frame(rows), rows_to_frame([]))}
+    assert groups["match"].loc["passage", "Δ vs base (p)"] == "+40.0 (p=0.00)"
+    assert groups["f1"].loc["passage", "Δ vs base (p)"] == "+1.0 (p=0.00)"
+
+
 # ----------------------------------------------------------------------------------- migrate
 COMMITTED_200 = (Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "gpu_runs_2026-11-30"
                  / "seal-squad-nocontext-embedded-4d90533cd3")
