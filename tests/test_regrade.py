@@ -153,6 +153,7 @@ def test_a_newer_version_of_the_run_grader_replaces_its_verdicts_and_keeps_the_o
     assert f"· grader {kept} ·" not in cmp and f"match (the run's grader) vs {kept}" in cmp
     assert f"· grader {kept} ·" in Path(compare.compare(root, tmp_path / "c2", make_plots=False,
                                                          grader=kept)["md"]).read_text()
+    assert main(["view", str(r.folder), "--out", str(tmp_path / "v.html"), "--grader", kept]) == 0
 
 
 @pytest.mark.parametrize("case,word", [("missing", "not a run folder"), ("unfinished", "not finished"),
