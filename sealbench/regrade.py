@@ -17,7 +17,9 @@ a unit graded by another grader grades its stored answers with its own (`ensure`
 
 A grader's `version` is a hash of its code (its module and the modules it reads) and options, so a
 verdict of an older rule set is recognised and redone; verdicts written before verdicts were stored
-carry `legacy@<git commit>` (report/migrate.py).
+carry `legacy@<git commit>` (report/migrate.py). `sealbench grade` keeps the verdicts it replaces
+(and that grader's results-table rows) under `<name>@legacy` / `<name>@<old hash>`
+(`superseded_name`); the leaderboard ranks no such superseded grader.
 """
 from __future__ import annotations
 
@@ -88,17 +90,34 @@ def stamp(rows: list[dict], grader) -> list[dict]:
     return rows
 
 
-def grade_row(row: dict, grader, primary: bool, version: str | None = None) -> tuple[dict, int]:
+def superseded_name(name: str, version: str) -> str:
+    """Where `sealbench grade` keeps a grader's verdicts (and results-table rows) of an older
+    version when a newer version of the same grader replaces them: `match@legacy` for verdicts
+    stored before verdicts carried a code hash (`legacy@<git commit>`), else `match@<old hash>`."""
+    version = str(version or "")
+    return f"{name}@legacy" if version.startswith("legacy") else f"{name}@{version.rsplit('-', 1)[-1] or 'old'}"
+
+
+def is_superseded(grader: str) -> bool:
+    """A grader name written by `superseded_name` (an older version of a grader, kept for the record)."""
+    return "@" in str(grader)
+
+
+def grade_row(row: dict, grader, primary: bool, version: str | None = None,
+              keep_old: bool = False) -> tuple[dict, int]:
     """A copy of `row` with `grader`'s verdict on every question (kept when one of this version is
     there, else graded from the stored question, golds and prediction). `primary`: the grader is
-    the run's, so the top-level `correct`/`reason`/`accuracy` and `grader` follow it. Returns
-    (row, number of questions graded now)."""
+    the run's, so the top-level `correct`/`reason`/`accuracy` and `grader` follow it. `keep_old`: a
+    verdict of another version that is replaced is kept under `superseded_name` (`sealbench grade`).
+    Returns (row, number of questions graded now)."""
     version = version or grader_version(grader)
     row = json.loads(json.dumps(row))
     graded = 0
     for q in row.get("questions") or []:
         v = (q.get("verdicts") or {}).get(grader.name)
         if not v or v.get("version") != version:
+            if v and keep_old:
+                q["verdicts"].setdefault(superseded_name(grader.name, v.get("version")), v)
             verdict = grader.grade(q["question"], q["golds"], q.get("prediction"))
             v = {"correct": bool(verdict.correct), "reason": verdict.reason, "version": version}
             q.setdefault("verdicts", {})[grader.name] = v
@@ -282,6 +301,15 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
                                f"again with --grader {grader.name}")
         latest = {r.get("key"): r for r in raw}
         summary = read_rows(folder / "summary.jsonl")
+        # Verdicts of another version of this grader are replaced and kept under
+        # `<name>@legacy` / `<name>@<old hash>`; so are its results-table rows when every one of
+        # its verdicts was of that one older version (else those rows are dropped).
+        old_versions = {(q.get("verdicts") or {}).get(grader.name, {}).get("version")
+                        for r in raw if latest.get(r.get("key")) is r and r.get("status") == "ok" and graded_rows(r)
+                        for q in r["questions"]}
+        superseded = (superseded_name(grader.name, next(iter(old_versions)))
+                      if len(old_versions) == 1 and None not in old_versions and version not in old_versions
+                      else None)
         new_rows, graded = [], 0
         for n, r in enumerate(raw, 1):
             if latest.get(r.get("key")) is not r or r.get("status") != "ok" or not graded_rows(r):
@@ -293,7 +321,7 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
                         raise RegradeError(f"{folder}/{RESULTS}:{n} has a question without {field!r}; "
                                            "re-run that unit (delete its row) to store it")
             try:
-                row, k = grade_row(r, grader, primary, version)
+                row, k = grade_row(r, grader, primary, version, keep_old=True)
             except GraderError as err:
                 raise RegradeError(f"{folder}/{RESULTS}:{n}: {err}") from None
             graded += k
@@ -310,6 +338,8 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
                                         "device", "seed", "written")}
         table = summarize_for(cfg, ok, grader.name, common)
         rest = [s for s in summary if s.get("grader") != grader.name]
+        if superseded and not any(s.get("grader") == superseded for s in summary):
+            rest += [{**s, "grader": superseded} for s in summary if s.get("grader") == grader.name]
         rows = table + rest if primary else rest + table   # the run's own grader's rows first
         # The results table first, the unit rows last: a kill in between leaves rows without this
         # grader's verdicts, so the next call redoes both; COMPLETE stays (the run is finished).
@@ -322,7 +352,8 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
         if not had_lock_file:
             (folder / ".lock").unlink(missing_ok=True)
     n_ok = sum(1 for r in ok if r.get("status") == "ok")
-    say(f"graded {folder} with {grader.name} ({version}): {graded} answers of {n_ok} units; nothing trained")
+    kept = f"; the older version's verdicts and rows are kept as {superseded}" if superseded else ""
+    say(f"graded {folder} with {grader.name} ({version}): {graded} answers of {n_ok} units; nothing trained{kept}")
     return "graded"
 
 

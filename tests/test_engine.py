@@ -358,3 +358,29 @@ def test_the_static_pass_equals_the_eager_pass(tiny):
             assert e.steps == f.steps and abs(e.last_loss - f.last_loss) < 1e-5
     finally:
         bank.remove()
+
+
+def test_answers_of_a_queued_episode_equal_its_answers_alone(tiny):
+    """Episodes through a queue of 2 slots (reused as episodes finish, answered in groups) give the
+    same answers, grades and training as each episode run alone."""
+    from sealbench.engine.inner_loop import Engine
+    from sealbench.families.squad.data import Passage, Question
+    from sealbench.families.squad.episode import AnswerSettings, Episode, run_episodes
+    from sealbench.grading import get_grader
+
+    passages = [Passage(f"p:{i}", f"Place {i}", f"Place {i} was founded in {1800 + 7 * i} by the mayor.",
+                        [Question(f"When was Place {i} founded?", [str(1800 + 7 * i)])]) for i in range(5)]
+    episodes = [Episode(f"e{i}", [p], [f"{p.title}\n{p.context}"] * (1 + 2 * i), seed=300 + i)
+                for i, p in enumerate(passages)]
+    episodes.append(Episode("base", passages[:1], None, seed=1))  # answered without training
+    train, answer = TrainSettings(learning_rate=1e-3, epochs=2), AnswerSettings(max_tokens=5)
+    with Engine(tiny, LORA, n_slots=2) as engine:
+        together = run_episodes(engine, episodes, train, answer, get_grader("match"))
+        alone = [run_episodes(engine, [e], train, answer, get_grader("match"))[0] for e in episodes]
+    assert engine.meter.passes > 0
+    for a, b in zip(together, alone):
+        assert a["status"] == b["status"] == "ok"
+        assert [q["raw"] for q in a["questions"]] == [q["raw"] for q in b["questions"]]
+        assert [q["correct"] for q in a["questions"]] == [q["correct"] for q in b["questions"]]
+        if a["train"]:
+            assert abs(a["train"]["last_loss"] - b["train"]["last_loss"]) < 1e-5

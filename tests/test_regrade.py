@@ -4,7 +4,6 @@ finished run without loading a model, and a run with another grader reuses every
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
@@ -109,6 +108,54 @@ def test_a_run_with_another_grader_reuses_every_unit_and_grades_its_answers(tmp_
         assert all("match" in q["verdicts"] for q in r["questions"])
 
 
+@pytest.mark.parametrize("old,kept", [("match-0123456789", "match@0123456789"),
+                                      ("legacy@f811eeccad02", "match@legacy")])
+def test_a_newer_version_of_the_run_grader_replaces_its_verdicts_and_keeps_the_old_ones(
+        tmp_path, data, tiny, monkeypatch, old, kept):
+    """As for the committed 200-passage run graded by an older `match`: `sealbench grade --grader
+    match` redoes every verdict, the run's numbers follow the new version, and the old verdicts and
+    rows are kept under `match@legacy` / `match@<old hash>`, which the leaderboard does not rank."""
+    from sealbench.report import compare, leaderboard
+
+    r = run(cfg(tmp_path, data), loaded=tiny, **QUIET)
+    (r.folder / ".lock").unlink()
+    rows = read_rows(r.folder / RESULTS)
+    for row in rows:   # an older rule set: other version, every verdict the other way
+        for q in row["questions"]:
+            q["correct"] = not q["correct"]
+            q["reason"] = "old rule"
+            q["verdicts"]["match"] = {"correct": q["correct"], "reason": "old rule", "version": old}
+        row["accuracy"] = sum(float(q["correct"]) for q in row["questions"]) / len(row["questions"])
+    (r.folder / RESULTS).write_text("".join(json.dumps(x) + "\n" for x in rows))
+    old_table = read_rows(r.folder / "summary.jsonl")
+    no_model(monkeypatch)
+    assert grade_run(r.folder, "match", say=lambda m: None) == "graded"
+    version = grader_version(__import__("sealbench.grading").grading.get_grader("match"))
+    after = read_rows(r.folder / RESULTS)
+    assert answers(after) == answers(rows)
+    for b, a in zip(rows, after):
+        assert a["grader"] == "match" and a["accuracy"] == pytest.approx(1.0 - b["accuracy"])
+        for qb, qa in zip(b["questions"], a["questions"]):
+            assert qa["verdicts"]["match"]["version"] == version and qa["correct"] == (not qb["correct"])
+            assert qa["verdicts"][kept] == qb["verdicts"]["match"]
+    table = read_rows(r.folder / "summary.jsonl")
+    key = lambda t: (t["contender"], t["metric"], t["at"], t["vs"])   # noqa: E731
+    assert {key(t): t["value"] for t in table if t["grader"] == "match"} == {key(t): t["value"] for t in r.rows}
+    assert [{**t, "grader": "match"} for t in table if t["grader"] == kept] == old_table
+    assert table[0]["grader"] == "match"   # the run's grader stays on top
+    snap = snapshot(r.folder)
+    assert grade_run(r.folder, "match", say=lambda m: None) == "up to date"
+    assert snapshot(r.folder) == snap and not (r.folder / ".lock").exists()
+    root = tmp_path / "reports"
+    lb = Path(leaderboard.leaderboard([root], tmp_path / "lb", make_plots=False)["md"]).read_text()
+    assert "accuracy % (match) [95% CI]" in lb and kept not in lb
+    cmp = Path(compare.compare(root, tmp_path / "c", make_plots=False, grader="match")["md"]).read_text()
+    assert f"· grader {kept} ·" not in cmp and f"match (the run's grader) vs {kept}" in cmp
+    assert f"· grader {kept} ·" in Path(compare.compare(root, tmp_path / "c2", make_plots=False,
+                                                         grader=kept)["md"]).read_text()
+    assert main(["view", str(r.folder), "--out", str(tmp_path / "v.html"), "--grader", kept]) == 0
+
+
 @pytest.mark.parametrize("case,word", [("missing", "not a run folder"), ("unfinished", "not finished"),
                                        ("grader", "unknown grader"), ("continual", "continual run"),
                                        ("both", "not both"), ("neither", "run folder")])
@@ -188,6 +235,24 @@ def test_leaderboard_marks_a_contender_ranked_differently_by_f1():
     assert "ranked differently by SQuAD F1 than by match: passage, teacher-notes" in g["rank_note"]
 
 
+def test_leaderboard_shows_each_graders_own_difference_vs_base():
+    """A run graded by two graders has two accuracy_diff rows per contender: each group shows its own."""
+    from sealbench.report.leaderboard import board
+    from sealbench.report.results import make_row, rows_to_frame
+
+    rows = []
+    for grader, diff in (("match", 0.40), ("f1", 0.01)):
+        common = dict(run_id="r", task="seal_squad_nocontext", protocol="single", model="m", grader=grader,
+                      eval_set="e", n=10)
+        rows += [make_row(**common, contender="base", metric="accuracy", value=0.05, unit="passages"),
+                 make_row(**common, contender="passage", metric="accuracy", value=0.05 + diff, unit="passages"),
+                 make_row(**common, contender="passage", metric="accuracy_diff", vs="base", value=diff,
+                          p_value=0.001, unit="passages")]
+    groups = {g["key"][3]: g["table"].set_index("contender") for g in board(rows_to_frame(rows), rows_to_frame([]))}
+    assert groups["match"].loc["passage", "Δ vs base (p)"] == "+40.0 (p=0.001)"
+    assert groups["f1"].loc["passage", "Δ vs base (p)"] == "+1.0 (p=0.001)"
+
+
 # ----------------------------------------------------------------------------------- migrate
 COMMITTED_200 = (Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "gpu_runs_2026-11-30"
                  / "seal-squad-nocontext-embedded-4d90533cd3")
@@ -195,19 +260,33 @@ COMMITTED_200 = (Path(__file__).resolve().parent.parent / "benchmarks" / "result
 
 def test_migration_of_the_committed_200_passage_run_keeps_every_number(tmp_path, real_data_dir):
     """Undo the committed migration on a copy (old keys back, no verdicts, no answer_words rows),
-    redo it: the same files byte for byte, every number of the old table kept, and the re-keyed
-    rows are the keys today's planner gives (reused by a run with any grader)."""
+    redo it: the same rows and table as the migration wrote them (before `sealbench grade`), every
+    number of the old table kept, and the re-keyed rows are the keys today's planner gives (reused
+    by a run with any grader)."""
     import shutil
 
     from sealbench.report.migrate import upgrade_folder
+
+    from sealbench.report.results import run_markdown
 
     if not COMMITTED_200.exists():
         pytest.skip("no committed 200-passage run")
     folder = tmp_path / COMMITTED_200.name
     shutil.copytree(COMMITTED_200, folder)
+    # The run as migrated, before `sealbench grade` replaced the old match's verdicts (kept as
+    # match@legacy) and added em's and f1's (issue 20, part 4).
+    migrated = read_rows(folder / RESULTS)
+    for r in migrated:
+        for q in r.get("questions") or []:
+            q["verdicts"] = {"match": q["verdicts"]["match@legacy"]}
+            q["correct"], q["reason"] = q["verdicts"]["match"]["correct"], q["verdicts"]["match"]["reason"]
+        if r.get("questions"):
+            r["accuracy"] = sum(float(q["correct"]) for q in r["questions"]) / len(r["questions"])
+    migrated_table = [{**t, "grader": "match"} for t in read_rows(folder / "summary.jsonl")
+                      if t["grader"] == "match@legacy"]
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["unit_keys"]["scheme"] == "grader-free" and manifest["unit_keys"]["rows_rekeyed"] == 600
-    rows = read_rows(folder / RESULTS)
+    rows = json.loads(json.dumps(migrated))
     for r in rows:
         if "key_with_grader" in r:
             r["key"] = r.pop("key_with_grader")
@@ -215,18 +294,16 @@ def test_migration_of_the_committed_200_passage_run_keeps_every_number(tmp_path,
         for q in r.get("questions") or []:
             q.pop("verdicts", None)
     (folder / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    table = [t for t in read_rows(folder / "summary.jsonl") if t["metric"] != "answer_words"]
+    table = [t for t in migrated_table if t["metric"] != "answer_words"]
     (folder / "summary.jsonl").write_text("".join(json.dumps(t) + "\n" for t in table))
     del manifest["unit_keys"]
     (folder / "manifest.json").write_text(json.dumps(manifest))
     status, detail = upgrade_folder(folder, real_data_dir)
     assert status == "upgraded" and detail.startswith("600 rows re-keyed"), detail
-    assert (folder / RESULTS).read_bytes() == (COMMITTED_200 / RESULTS).read_bytes()
+    assert read_rows(folder / RESULTS) == migrated
     again = read_rows(folder / "summary.jsonl")
-    assert again[:len(table)] == table and {t["metric"] for t in again[len(table):]} == {"answer_words"}
-    # the committed page prints p-values as p=0.00; pages written since print p<0.001 (issue 25)
-    same = lambda text: re.sub(r"[ \-:|]+", " ", re.sub(r"p<0\.001|p=0\.00\b", "p=0.00", text))
-    assert same((folder / "summary.md").read_text()) == same((COMMITTED_200 / "summary.md").read_text())
+    assert again == migrated_table and {t["metric"] for t in again[len(table):]} == {"answer_words"}
+    assert (folder / "summary.md").read_text() == run_markdown(migrated_table)
     assert upgrade_folder(folder, real_data_dir)[0] == "already upgraded"
 
 

@@ -20,7 +20,9 @@ DIR). Rules:
   the rank by the group's grader, and named under the table); run id, device and the config fields
   that differ are the contender cell's hover text and a details table.
 * `--grader NAME` ranks only numbers measured with NAME (runs get a grader's rows with
-  `sealbench grade RUN_DIR --grader NAME`); without it, every grader a run has is its own group.
+  `sealbench grade RUN_DIR --grader NAME`); without it, every grader a run has is its own group,
+  except an older version of a grader that `sealbench grade` replaced (`match@legacy`), which is
+  ranked only when asked for by name.
 * A group whose values are all 0 says so instead of drawing a chart; each chart has one metric.
 * Same inputs, same bytes: no timestamps other than the runs' own.
 Nothing to rank is an error (exit 2, one line). `--check` (CI) writes nothing: it rebuilds into a temp
@@ -61,31 +63,32 @@ def competition_rank(values: pd.Series) -> pd.Series:
 
 
 def _lookup(df: pd.DataFrame) -> dict[tuple, pd.Series]:
-    """(run_id, contender, metric, vs, at) -> row, for Δ vs base and s/edit."""
-    return {(r.run_id, r.contender, r.metric, r.vs, r.at): r for r in df.itertuples(index=False)}
+    """(run_id, contender, grader, metric, vs, at) -> row, for Δ vs base, s/edit, answer words and
+    F1 rank: a run graded by several graders has one Δ vs base per grader."""
+    return {(r.run_id, r.contender, r.grader, r.metric, r.vs, r.at): r for r in df.itertuples(index=False)}
 
 
 def _delta(look, e) -> str:
-    r = look.get((e["run_id"], e["contender"], "accuracy_diff", "base", e["at"]))
+    r = look.get((e["run_id"], e["contender"], e["grader"], "accuracy_diff", "base", e["at"]))
     if r is None or pd.isna(r.value):
         return DASH
     return f"{r.value * 100:+.1f}" + (f" ({fmt_p(r.p_value)})" if pd.notna(r.p_value) else "")
 
 
 def _seconds(look, e) -> str:
-    r = look.get((e["run_id"], e["contender"], "seconds_per_edit", "", e["at"])) or \
-        look.get((e["run_id"], e["contender"], "seconds_per_edit", "", ""))
+    r = look.get((e["run_id"], e["contender"], e["grader"], "seconds_per_edit", "", e["at"])) or \
+        look.get((e["run_id"], e["contender"], e["grader"], "seconds_per_edit", "", ""))
     return DASH if r is None or pd.isna(r.value) else f"{r.value:.2f}"
 
 
 def _words(look, e) -> str:
-    r = look.get((e["run_id"], e["contender"], "answer_words", "", e["at"]))
+    r = look.get((e["run_id"], e["contender"], e["grader"], "answer_words", "", e["at"]))
     return DASH if r is None or pd.isna(r.value) else f"{r.value:.1f}"
 
 
 def f1_ranks(look, ranked: pd.DataFrame) -> list | None:
     """The ranked entries' competition ranks by SQuAD F1 at the same `at` (None when any has no F1)."""
-    f1 = [look.get((e["run_id"], e["contender"], "f1", "", e["at"])) for _, e in ranked.iterrows()]
+    f1 = [look.get((e["run_id"], e["contender"], e["grader"], "f1", "", e["at"])) for _, e in ranked.iterrows()]
     if not f1 or any(r is None or pd.isna(r.value) for r in f1):
         return None
     return competition_rank(pd.Series([r.value for r in f1])).tolist()
@@ -238,6 +241,9 @@ def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir
     roots = [Path(r) for r in roots]
     df, skipped = load_results(roots)
     df = select_grader(df, grader)
+    if grader is None and not df.empty:   # an older version's rows kept by `sealbench grade` are not ranked
+        attrs, df = dict(df.attrs), df[~df["grader"].astype(str).str.contains("@", regex=False)]
+        df.attrs = attrs
     ref_file = reference_path(data_dir)
     refs = rows_to_frame(reference_rows(data_dir))
     groups = board(df, refs)

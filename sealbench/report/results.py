@@ -184,18 +184,24 @@ def find_run_dirs(root: Path) -> list[Path]:
 ANSWER_GRADERS = ("match", "em", "f1", "judge")   # graders of stored answers (`sealbench grade`)
 
 
+def answer_grader(grader: str) -> str:
+    """The grader a results-table row's `grader` names: `match` for `match` and for `match@legacy`
+    (an older version's rows that `sealbench grade` kept when it replaced them)."""
+    return str(grader).split("@", 1)[0]
+
+
 def select_grader(df: pd.DataFrame, grader: str | None) -> pd.DataFrame:
     """Rows measured with `grader` (None: every grader's rows). Rows of graders that do not grade
     stored answers (ARC's exact-grid, the SEAL paper's judge) are kept. Raises ValueError with
     the fix when no row has that grader."""
     if grader is None or df.empty:
         return df
-    if grader not in ANSWER_GRADERS:
+    if answer_grader(grader) not in ANSWER_GRADERS:
         raise ValueError(f"--grader {grader!r} is not one of {', '.join(ANSWER_GRADERS)}; pick one of them")
     if not (df["grader"] == grader).any():
         raise ValueError(f"no finished run has verdicts of grader {grader!r}: add them with "
                          f"`sealbench grade <run folder> --grader {grader}`, or leave --grader out")
-    out = df[(df["grader"] == grader) | ~df["grader"].isin(ANSWER_GRADERS)]
+    out = df[(df["grader"] == grader) | ~df["grader"].map(answer_grader).isin(ANSWER_GRADERS)]
     out.attrs = dict(df.attrs)
     return out
 

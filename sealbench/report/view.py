@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..store import COMPLETE, RESULTS, SELF_EDITS
 from .compare import CSS, html_table, page
-from .results import ANSWER_GRADERS, FIRST, label, order_key, read_run_rows, sort_table, wide
+from .results import ANSWER_GRADERS, FIRST, answer_grader, label, order_key, read_run_rows, sort_table, wide
 from .view_items import ARC_COLORS, Builder, ViewError, _rows, arc, continual, esc, knowledge, rl
 
 VIEW_CSS = CSS.replace("max-width:1360px", "max-width:1360px;font-size:14px") + """
@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
                         "`sealbench grade RUN_DIR --grader NAME`); default: the run's grader")
     p.add_argument("--open", action="store_true", help="open the page in a browser")
     args = p.parse_args(argv)
-    if args.grader is not None and args.grader not in ANSWER_GRADERS:
+    if args.grader is not None and answer_grader(args.grader) not in ANSWER_GRADERS:   # match@legacy too
         print(f"sealbench: error: --grader {args.grader!r} is not one of {', '.join(ANSWER_GRADERS)}; pick one",
               file=sys.stderr)
         return 2
