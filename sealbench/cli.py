@@ -156,7 +156,8 @@ def cmd_train_seal(args) -> int:
 
     set_threads(args.threads)
     cfg = registry.rl_preset(args.preset, **settings_from_args(args, RLConfig))
-    policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args))
+    policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args),
+                           quarantine=args.quarantine_corrupt)
     print(policy.table())
     return 0
 
@@ -281,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-dir", default="reports")
     p.add_argument("--threads", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--quarantine-corrupt", action="store_true",
+                   help="move corrupt rows of the RL run folder aside (their samples are recomputed)")
     add_settings_flags(p, RLConfig)
     p.set_defaults(func=cmd_train_seal)
     for name, text in DELEGATED.items():

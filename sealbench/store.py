@@ -44,16 +44,23 @@ def now_iso() -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a uniquely named temp file in the same folder + rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `text` to `path` through a uniquely named temp file in the same folder + rename.
+    A full disk or a read-only folder is a StoreError (one line) and leaves `path` as it was."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise StoreError(_os_message(err, path)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise StoreError(_os_message(err, path)) from None
         raise
 
 
@@ -109,15 +116,26 @@ class RunFolder:
             folder.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise StoreError(f"cannot create run folder {folder.path}: {err.strerror}") from None
-        folder._acquire()
+        try:
+            folder._acquire()
+        except OSError as err:
+            raise StoreError(_os_message(err, folder.path)) from None
         try:
             cfg_path = folder.path / "config.json"
             if cfg_path.exists():
-                if json.loads(cfg_path.read_text()) != json.loads(json.dumps(config, default=str)):
+                try:
+                    held = json.loads(cfg_path.read_text(encoding="utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                    raise StoreError(f"{cfg_path} is not valid JSON ({err}); delete the folder {folder.path} "
+                                     "(its rows are recomputed or reused from other folders) and run again") from None
+                if held != json.loads(json.dumps(config, default=str)):
                     raise StoreError(f"{folder.path} holds a run of another config; refusing to mix them")
             else:
                 write_json(cfg_path, config)
             folder._sweep()
+        except OSError as err:
+            folder.close()
+            raise StoreError(_os_message(err, folder.path)) from None
         except BaseException:
             folder.close()
             raise
@@ -149,25 +167,39 @@ class RunFolder:
         self.close()
 
     def _sweep(self) -> None:
-        """Remove temp files left by killed writers; cut torn last lines before appending."""
-        for tmp in self.path.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        for jsonl in self.path.glob("*.jsonl"):
-            data = jsonl.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with open(jsonl, "rb+") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
+        """Remove temp files left by killed writers; cut torn last lines before appending. Both at
+        any depth: an RL run keeps its rows in `round_N/*.jsonl`."""
+        try:
+            for tmp in self.path.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+            for jsonl in self.path.rglob("*.jsonl"):
+                _cut_torn_tail(jsonl)
+        except OSError as err:
+            raise StoreError(_os_message(err, self.path)) from None
 
     # ------------------------------------------------------------------ rows
     def append(self, name: str, rows: list[dict]) -> None:
         """Append rows and fsync before returning: a kill never loses a row that was appended."""
         if not rows:
             return
-        (self.path / COMPLETE).unlink(missing_ok=True)  # new rows: the summary is stale
-        with open(self.path / name, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.path / name
+        data = "".join(json.dumps(r, default=str) + "\n" for r in rows).encode("utf-8")
+        try:
+            (self.path / COMPLETE).unlink(missing_ok=True)  # new rows: the summary is stale
+            size = _cut_torn_tail(path)  # a torn line left by a kill or a full disk: never append after it
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # nothing half-written: the file ends at its last whole row
+                raise
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise StoreError(_os_message(err, path)) from None
 
     def rows(self, name: str) -> list[dict]:
         return read_rows(self.path / name, self.quarantine)
@@ -188,6 +220,39 @@ class RunFolder:
         write_atomic(self.path / "summary.csv", csv_text(rows))
         write_atomic(self.path / "summary.md", markdown)
         write_atomic(self.path / COMPLETE, now_iso() + "\n")
+
+
+def _cut_torn_tail(path: Path) -> int:
+    """Cut a torn last line (bytes after the last newline) off `path`; its size after. 0 if absent."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if not size:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return size
+        f.seek(0)
+        keep = f.read().rfind(b"\n") + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return keep
+
+
+def _os_message(err: OSError, path: Path) -> str:
+    """One line for an OSError writing a run folder: what, where, and the fix."""
+    import errno
+
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the device writing {path}; free some space (or write to another folder), "
+                "then re-run the same command (finished rows are kept)")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {path}: {err.strerror} (read-only?); make its folder writable or pick another "
+                "folder, then re-run the same command")
+    return f"cannot write {path}: {err.strerror or err}; fix that path, then re-run the same command"
 
 
 def _read_holder(path: Path) -> str:

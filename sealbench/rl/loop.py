@@ -59,10 +59,11 @@ def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: s
     return kept
 
 
-def ensure_policy(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) -> Policy:
+def ensure_policy(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None,
+                  quarantine: bool = False) -> Policy:
     """The finished policy for `cfg` from `reports_dir`, training (or resuming) it there first when
     needed. Runs call this before they start; they never train inside a run."""
-    return train(cfg, reports_dir, data_dir, progress, say)
+    return train(cfg, reports_dir, data_dir, progress, say, quarantine)
 
 
 def remaining_edits(cfg: RLConfig, reports_dir, base_fingerprint: str) -> int:
@@ -74,7 +75,7 @@ def remaining_edits(cfg: RLConfig, reports_dir, base_fingerprint: str) -> int:
     return todo * cfg.n_items * cfg.k * cfg.repeats
 
 
-def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) -> Policy:
+def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None, quarantine: bool = False) -> Policy:
     """Run (or resume, or find finished) the RL run of `cfg` under `reports_dir`; its policy.
     `progress`: a bool, or a tqdm bar to advance (a run's one overall bar)."""
     say = say or (lambda m: print(m, file=sys.stderr))
@@ -86,7 +87,7 @@ def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) ->
     rid = rl_run_id(cfg, loaded.fingerprint)
     resolved = {"kind": "seal-rl", **cfg.identity(), "item_ids": [i.id for i in items],
                 "heldout_ids": [i.id for i in heldout]}
-    with RunFolder.open(reports_dir, rid, resolved) as folder, _reward_workers(cfg) as remote:
+    with RunFolder.open(reports_dir, rid, resolved, quarantine=quarantine) as folder, _reward_workers(cfg) as remote:
         if (folder.path / "COMPLETE").exists():
             return Policy.from_folder(folder.path, cfg)
         say(f"SEAL RL run: {folder.path} ({cfg.rounds} round(s), {len(items)} items x k={cfg.k} x {cfg.repeats} repeats)")
