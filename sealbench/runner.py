@@ -47,10 +47,15 @@ class RunResult:
     failures: list[str] = field(default_factory=list)   # "<unit label>: <error>"
 
 
-def run_id(config: RunConfig, contenders: list, eval_set: str, fingerprint: str) -> str:
+def run_id(config: RunConfig, contenders: list, eval_set: str, fingerprint: str, sources=None) -> str:
+    """`<task>[-<protocol>]-<model>-<hash>`: the config's identity, the contenders, the evaluation set
+    (by content), the weights and, with `sources`, the content of every notes file a contender reads."""
     model = Path(str(config.model)).name.replace(".gguf", "")
     ident = {"config": config.identity(), "contenders": [c.model_dump(mode="json") for c in contenders],
              "eval_set": eval_set, "model": fingerprint}
+    files = {c.name: sources.source_id(c) for c in contenders if c.edits == "file"} if sources is not None else {}
+    if files:
+        ident["notes_files"] = files
     proto = f"-{config.protocol}" if config.protocol != "single" else ""
     return f"{config.task.replace('_', '-')}{proto}-{model}-{stable_hash(ident, 10)}".lower()
 
@@ -114,7 +119,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     if len({u.key for u in plan}) != len(plan):
         raise RunError("the plan has two units with the same content key (a contender listed twice under "
                        "two names?); remove the duplicate")
-    rid = run_id(cfg, p.contenders, p.eval_set, base_loaded.fingerprint)
+    rid = run_id(cfg, p.contenders, p.eval_set, base_loaded.fingerprint, sources)
     # config.json holds what decides the numbers; machine settings (threads, K, paths) are in the manifest
     resolved = {**cfg.identity(), "contender_specs": [c.model_dump(mode="json") for c in p.contenders],
                 "eval_set": p.eval_set, "item_ids": [getattr(i, "id", "") for i in p.items],
@@ -233,7 +238,7 @@ def _overall_bar(p: Prepared, fingerprint: str, progress: bool):
 
     from .rl.loop import remaining_edits
 
-    total = sum(remaining_edits(rl, p.config.reports_dir, fingerprint) for rl in p.rl_configs.values())
+    total = sum(remaining_edits(rl, p.config.reports_dir, fingerprint, p.config.data_dir) for rl in p.rl_configs.values())
     # Shown after a second: a run without RL rounds prints its run-folder line before an empty bar.
     return tqdm(total=total, desc="SEAL RL" if total else "units", unit="edit", disable=not progress,
                 dynamic_ncols=True, delay=1.0)

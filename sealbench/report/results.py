@@ -101,7 +101,9 @@ def make_row(**fields) -> dict:
 
 
 def eval_set_id(name: str, item_ids: list[str]) -> str:
-    """`<name>-<count>-<8 hex of sha256 over the ids, one a line>`, e.g. seal-eval-200-3f9a1c2b."""
+    """`<name>-<count>-<8 hex of sha256 over the ids, one a line>`, e.g. seal-eval-200-3f9a1c2b.
+    Families pass `<id>@<content digest>` so that the set's identity is its content (changed golds
+    under the same ids are another set); folders written before 2026-12-02 hashed the ids alone."""
     digest = hashlib.sha256("\n".join(map(str, item_ids)).encode()).hexdigest()[:8]
     return f"{name}-{len(item_ids)}-{digest}"
 
