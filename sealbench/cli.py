@@ -154,8 +154,9 @@ def cmd_train_seal(args) -> int:
     from .engine.models import set_threads
     from .rl import ensure_policy
 
-    set_threads(args.threads)
+    validate(RunConfig, {"threads": args.threads}, "sealbench train-seal")  # --threads 0: one line
     cfg = registry.rl_preset(args.preset, **settings_from_args(args, RLConfig))
+    set_threads(args.threads)
     policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args),
                            quarantine=args.quarantine_corrupt)
     print(policy.table())
@@ -362,6 +363,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except user_errors() as err:
         print(f"sealbench: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the machine, not the code: a full disk, read-only storage, a file for a folder
+        from .engine.checkpoints import cache_dir
+        from .store import _os_message
+
+        where = Path(err.filename) if err.filename else Path("a file")
+        line = _os_message(err, where)
+        if str(where).startswith(str(cache_dir())):
+            line += f" (the model cache: set SEALBENCH_CACHE_DIR to a writable folder, now {cache_dir()})"
+        print(f"sealbench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("sealbench: interrupted; finished units are saved, re-run the same command to resume", file=sys.stderr)

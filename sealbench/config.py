@@ -223,6 +223,12 @@ class RunConfig(JobSettings):
             raise ValueError("need 2 <= min <= max <= 30 (a 1x1 grid has no informative flip or rotation)")
         return v
 
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_as_text(cls, v):
+        """A preset's `threads: 2` (a YAML int) means "2"; a bool is not a count."""
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
     @field_validator("mini_rules")
     @classmethod
     def _rules(cls, v):
@@ -259,7 +265,15 @@ class RunConfig(JobSettings):
                 data[key] = value
         if self.protocol == "cpt":
             data["n_passages"] = max(self.cpt_n)
-        return RunConfig.model_validate(data)
+        try:
+            return RunConfig.model_validate(data)
+        except ValidationError as err:
+            if self.protocol == "cpt" and any(e["loc"][:1] == ("n_passages",) for e in err.errors()):
+                limit = RunConfig.model_fields["n_passages"].metadata
+                top = next((m.le for m in limit if getattr(m, "le", None) is not None), None)
+                raise ConfigError(f"--cpt-n {max(self.cpt_n)}: cpt trains on that many passages, above the "
+                                  f"{top} there can be; lower --cpt-n") from None
+            raise ConfigError(one_line(err, "resolved settings")) from None
 
     def train_settings(self) -> TrainSettings:
         r = self if self.epochs is not None else self.resolve()

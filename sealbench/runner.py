@@ -131,7 +131,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 folder.write_manifest(build_manifest(resolved, models, base_loaded.device,
                                                      {"machine_settings": cfg.model_dump(mode="json"),
                                                       **_unit_keys(cfg)}))
-            done = {k: r for k, r in folder.latest(RESULTS).items() if r["status"] == "ok"}
+            done = {k: r for k, r in folder.latest(RESULTS).items() if r.get("status") == "ok"}
             reused = _reuse(folder, plan, done, cfg.reports_dir, p.grader)
             pending = [u for u in plan if u.key not in done]
             say(f"run folder: {folder.path}  ({len(plan)} units: {len(plan) - len(pending) - len(reused)} done "

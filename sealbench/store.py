@@ -68,9 +68,10 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def read_rows(path: Path, quarantine: bool = False) -> list[dict]:
+def read_rows(path: Path, quarantine: bool = False, keyed: bool = False) -> list[dict]:
     """Rows of a JSONL file. A torn final line is skipped; a corrupt line elsewhere raises
-    StoreError naming the file and line, or (quarantine=True) is moved to `<file>.corrupt`."""
+    StoreError naming the file and line, or (quarantine=True) is moved to `<file>.corrupt`.
+    `keyed`: a row that is not an object with a `key` is corrupt too (a run folder's rows)."""
     if not path.exists():
         return []
     raw = path.read_bytes()
@@ -81,8 +82,11 @@ def read_rows(path: Path, quarantine: bool = False) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            row = json.loads(line.decode("utf-8"))
+            if keyed and not (isinstance(row, dict) and isinstance(row.get("key"), str)):
+                raise ValueError("it has no key")
+            rows.append(row)
+        except (UnicodeDecodeError, ValueError) as err:
             if not quarantine:
                 raise StoreError(f"{path}:{n} is not a valid row ({err}); re-run with --quarantine-corrupt "
                                  "to move it aside (its unit is then recomputed)") from None
@@ -202,7 +206,7 @@ class RunFolder:
             raise StoreError(_os_message(err, path)) from None
 
     def rows(self, name: str) -> list[dict]:
-        return read_rows(self.path / name, self.quarantine)
+        return read_rows(self.path / name, self.quarantine, keyed=True)
 
     def latest(self, name: str) -> dict[str, dict]:
         """The newest row of each key (a retried unit supersedes its failure)."""
@@ -252,6 +256,9 @@ def _os_message(err: OSError, path: Path) -> str:
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return (f"cannot write {path}: {err.strerror} (read-only?); make its folder writable or pick another "
                 "folder, then re-run the same command")
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (f"cannot use {path}: a file stands where a folder is needed ({err.strerror}); move that file "
+                "away or pick another folder, then re-run the same command")
     return f"cannot write {path}: {err.strerror or err}; fix that path, then re-run the same command"
 
 

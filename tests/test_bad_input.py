@@ -47,6 +47,8 @@ FLAG_CASES = [
     (["--contender", "/no/such/contender.yaml"], "not found"),
     (["--seal-preset", "nonexistent", "--contender", "seal"], "unknown SEAL RL preset"),
     (["--data-dir", "/no/such/folder"], "not found"),
+    (["--dry-run", "--protocol", "cpt", "--cpt-n", "5000"], "--cpt-n 5000"),  # was a pydantic traceback
+    (["--protocol", "cpt", "--cpt-n", "1", "3"], "--cpt-n 3: the data has only 2"),
 ]
 ARGPARSE_CASES = [  # argparse-level: usage, then one error line
     (["--protocol", "foo"], "invalid choice"), (["--task", "foo"], "invalid choice"), (["--grader", "foo"], "invalid choice"),
@@ -263,3 +265,125 @@ def test_a_bom_is_accepted_in_yaml_and_json(env, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes("\ufeffname: c\nfamily: squad\n".encode())
     assert load_contender(str(path), "squad").name == "c"
+
+
+# ------------------------------------------------------------------ issue 24: train-seal's flags
+@pytest.mark.parametrize("flags,word", [
+    (["--threads", "0"], "threads = '0'"), (["--threads", "-1"], "threads = '-1'"), (["--threads", "x"], "threads"),
+    (["--n-items", "500"], "n_items = 500: the RL pool has only 2"), (["--k", "0"], "k = '0'"),
+    (["--rounds", "0"], "rounds"), (["--preset", "nonexistent"], "unknown SEAL RL preset"),
+])
+def test_bad_train_seal_flags(env, capsys, flags, word):
+    rc = main(["train-seal", "--preset", "tiny", "--no-progress", "--reports-dir", str(env / "reports")] + flags)
+    one_error(capsys, rc, word)
+    nothing_written(env)
+
+
+# ------------------------------------------------------------------ issue 24: storage and state
+@pytest.fixture
+def ckpt(tmp_path, tiny):
+    path = tmp_path / "tinyck"
+    tiny.model.save_pretrained(path)
+    tiny.tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_run(env, ckpt, *extra) -> list[str]:
+    return RUN + ["--reports-dir", str(env / "reports"), "--model", str(ckpt), "--contender", "base",
+                  "--max-answer-tokens", "2", *extra]
+
+
+def finished(env, ckpt, capsys) -> Path:
+    assert main(tiny_run(env, ckpt)) == 0
+    capsys.readouterr()
+    return next((env / "reports").glob("seal-squad-*"))
+
+
+def test_a_corrupt_config_json_in_an_existing_run_folder(env, ckpt, capsys):
+    folder = finished(env, ckpt, capsys)
+    (folder / "config.json").write_text('{"task": ')
+    line = one_error(capsys, main(tiny_run(env, ckpt)), "config.json is not valid JSON")
+    assert "delete the folder" in line and (folder / "config.json").read_text() == '{"task": '
+
+
+def test_a_row_missing_its_key_names_file_and_line(env, ckpt, capsys):
+    folder = finished(env, ckpt, capsys)
+    rows = (folder / "results.jsonl").read_text().splitlines()
+    row = json.loads(rows[0])
+    del row["key"]
+    (folder / "results.jsonl").write_text("\n".join([json.dumps(row)] + rows[1:]) + "\n")
+    one_error(capsys, main(tiny_run(env, ckpt)), "results.jsonl:1 is not a valid row (it has no key)")
+    assert main(tiny_run(env, ckpt, "--quarantine-corrupt")) == 0  # the fix the line names works
+    assert (folder / "results.jsonl.corrupt").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_only_whole_rows(env, ckpt, capsys, monkeypatch):
+    import errno
+    import os
+
+    from sealbench import store
+
+    real = os.write
+
+    def full(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+            real(fd, bytes(data[:7]))  # part of a row reaches the disk, then it is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(store.os, "write", full)
+    rc = main(tiny_run(env, ckpt))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("run folder:")]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("sealbench: error: no space left on the device writing")
+    folder = next((env / "reports").glob("seal-squad-*"))
+    assert (folder / "results.jsonl").read_bytes() == b"" and not (folder / "COMPLETE").exists()
+    monkeypatch.setattr(store.os, "write", real)
+    assert main(tiny_run(env, ckpt)) == 0 and (folder / "COMPLETE").exists()  # space freed: it resumes
+
+
+def test_a_read_only_run_folder_is_one_line(env, ckpt, capsys, monkeypatch):
+    import errno
+
+    from sealbench import store
+
+    folder = finished(env, ckpt, capsys)
+
+    class ReadOnly:  # what filelock raises on a read-only folder (root in CI cannot chmod one)
+        def __init__(self, path, timeout=0):
+            self.path = path
+
+        def acquire(self):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(self.path))
+    monkeypatch.setattr(store, "FileLock", ReadOnly)
+    one_error(capsys, main(tiny_run(env, ckpt)), f"cannot write {folder}: Read-only file system")
+
+
+def test_a_read_only_leaderboard_output_is_one_line(env, ckpt, capsys, monkeypatch):
+    import errno
+
+    from sealbench import store
+
+    finished(env, ckpt, capsys)
+    out = env / "board"
+    out.mkdir()
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(store.tempfile, "mkstemp", refuse)
+    one_error(capsys, main(["leaderboard", str(env / "reports"), "--out", str(out), "--no-plots"]),
+              f"cannot write {out / 'leaderboard.md'}: Read-only file system")
+    assert not any(out.iterdir())
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line(env, capsys, monkeypatch):
+    (env / "cache").write_text("x")
+    monkeypatch.setenv("SEALBENCH_CACHE_DIR", str(env / "cache"))
+    line = one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--dry-run"]),
+                     "a file stands where a folder is needed")
+    assert "SEALBENCH_CACHE_DIR" in line
+    nothing_written(env)
+
+
+def test_a_model_folder_with_garbage_weights_is_one_line(env, ckpt, capsys):
+    (ckpt / "model.safetensors").write_bytes(b"\x00garbage" * 500)
+    one_error(capsys, main(tiny_run(env, ckpt)), f"the weights in {ckpt} are unreadable")
+    nothing_written(env)

@@ -254,9 +254,11 @@ def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir
     ref_note = "" if not refs.empty else f"(SEAL's reference file {ref_file} was not found: no reference rows.)"
     md, body = render(groups, roots, skipped, ref_note, make_plots)
     out = Path(out) if out else roots[0]
+    from ..store import write_atomic
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.md").write_text(md)
-    (out / "leaderboard.html").write_text(page("sealbench leaderboard", body))
+    write_atomic(out / "leaderboard.md", md)  # a full disk or a read-only --out: one line, no half file
+    write_atomic(out / "leaderboard.html", page("sealbench leaderboard", body))
     return {"md": str(out / "leaderboard.md"), "html": str(out / "leaderboard.html"), "n_groups": len(groups),
             "n_entries": sum(int((g["entries"]["role"] == "contender").sum()) for g in groups),
             "reference": str(ref_file) if not refs.empty else None, "skipped": skipped}
