@@ -122,6 +122,7 @@ def cmd_run(args) -> int:
                 for i, j in enumerate(jobs)]
     else:
         jobs = [validate(RunConfig, given, "sealbench run")]
+        _no_arc_flags_on_knowledge(jobs[0], given)
     set_threads(jobs[0].threads)
     say = _say(args)
     if args.dry_run:
@@ -147,6 +148,21 @@ def cmd_run(args) -> int:
                 f"re-run the same command to retry them); first: {result.failures[0]}")
         say(f"written: {result.folder}")
     return 1 if failed and not any(j.allow_failures for j in jobs) else 0
+
+
+ARC_ONLY = ("arc_tasks", "n_tasks", "mini_rules", "mini_size", "edit_format", "arc_budget", "rl_tasks", "rl_n_tasks",
+            "ttt", "keep_completions")
+
+
+def _no_arc_flags_on_knowledge(job: RunConfig, given: dict) -> None:
+    """An ARC setting typed for the knowledge task would change nothing but the run id: refuse it."""
+    if job.family != "squad":
+        return
+    flags = [f"--ttt-{k.replace('_', '-')}" for k in given.get("ttt", {})] + \
+            [f"--{k.replace('_', '-')}" for k in ARC_ONLY if k != "ttt" and k in given]
+    if flags:
+        raise ConfigError(f"{' '.join(flags)}: ARC setting(s), unused by task {job.task}; drop them, or pass "
+                          "--task seal_arc_fewshot or seal_arc_mini")
 
 
 def cmd_train_seal(args) -> int:

@@ -13,14 +13,32 @@ overrides, and the resolved config is what a run records and hashes.
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from .grading.answers import ANSWER_STOPS
 
-# An answer stop: a non-empty string (an empty one would end every answer before its first token).
-Stop = Annotated[str, Field(min_length=1, max_length=100)]
+def _unescape(v):
+    """`--answer-stops '\\n\\n'` as typed in a shell (and shown by --help) means two newlines:
+    \\n, \\t, \\r and \\\\ in a stop are read as escapes."""
+    if not isinstance(v, str):
+        return v
+    return re.sub(r"\\(n|t|r|\\)", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], v)
+
+
+def _visible(v: str) -> str:
+    if not v.strip(" \t"):
+        raise ValueError(f"{v!r} is only spaces or tabs, so it would cut every answer at its first word; "
+                         "use visible text or a newline (\\n)")
+    return v
+
+
+# An answer stop: non-empty (an empty one would end every answer before its first token), escapes
+# read as in the help's defaults ('\\n\\n'), never only spaces or tabs.
+Stop = Annotated[str, BeforeValidator(_unescape), Field(min_length=1, max_length=100), AfterValidator(_visible)]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
@@ -185,7 +203,8 @@ class RunConfig(JobSettings):
     answer_style: Style = Field("plain", description="answer prompt: SEAL's plain text or inside the chat template")
     max_answer_tokens: int = Field(64, ge=1, le=4096, description="max new tokens of an answer")
     answer_stops: tuple[Stop, ...] = Field(ANSWER_STOPS, max_length=32, description="an answer ends at the first "
-                                           "of these (grading/answers.py; the raw text is kept in the row)")
+                                           "of these (grading/answers.py; the raw text is kept in the row); "
+                                           "type \\n for a newline, as in --answer-stops '\\n\\n' Question:")
     # --- ARC
     arc_tasks: str | None = Field(None, description="ARC task set: seal-eval | seal-train | arc-eval | mini | path.json")
     n_tasks: int | None = Field(None, ge=1, le=100_000, description="ARC: first N tasks (mini: how many to generate)")

@@ -387,3 +387,37 @@ def test_a_model_folder_with_garbage_weights_is_one_line(env, ckpt, capsys):
     (ckpt / "model.safetensors").write_bytes(b"\x00garbage" * 500)
     one_error(capsys, main(tiny_run(env, ckpt)), f"the weights in {ckpt} are unreadable")
     nothing_written(env)
+
+
+# ------------------------------------------------------------------ issue 24: silent acceptance
+@pytest.mark.parametrize("flags,word", [
+    (["--answer-stops", " "], "' ' is only spaces or tabs"), (["--answer-stops", "\t", "Q:"], "only spaces or tabs"),
+    (["--answer-stops", "Q:", "  "], "answer_stops.1 = '  '"),
+    (["--ttt-cap", "64"], "--ttt-cap: ARC setting(s), unused by task seal_squad_nocontext"),
+    (["--arc-budget", "cpu"], "--arc-budget: ARC setting"), (["--edit-format", "guided"], "--edit-format: ARC"),
+    (["--n-tasks", "3"], "--n-tasks: ARC"), (["--keep-completions"], "--keep-completions: ARC"),
+])
+def test_settings_that_would_be_silently_wrong_are_refused(env, capsys, flags, word):
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--dry-run"] + flags), word)
+    nothing_written(env)
+
+
+def test_answer_stops_are_typed_as_help_shows_them():
+    from sealbench.config import RunConfig, RLConfig
+
+    assert RunConfig(answer_stops=["\\n\\n", "Q\\\\n"]).answer_stops == ("\n\n", "Q\\n")
+    assert RLConfig(answer_stops=["\\nQuestion:"]).answer_stops == ("\nQuestion:",)
+    assert RunConfig().answer_stops[0] == "\n\n"  # the default, a real newline, is unchanged
+
+
+def test_a_preset_may_give_threads_as_a_number(env, capsys):
+    from sealbench.config import ConfigError, RunConfig, validate
+
+    assert validate(RunConfig, {"threads": 2}, "preset").threads == "2"
+    with pytest.raises(ConfigError, match="threads"):
+        validate(RunConfig, {"threads": True}, "preset")
+    preset = env / "p.yaml"
+    preset.write_text("jobs:\n  - {task: seal_squad_nocontext, contenders: [base], n_passages: 1, threads: 2}\n")
+    from sealbench.registry import all_preset
+
+    assert all_preset(str(preset))[1][0].threads == "2"  # was "threads = 2: Input should be a valid string"
