@@ -262,6 +262,23 @@ def _os_message(err: OSError, path: Path) -> str:
     return f"cannot write {path}: {err.strerror or err}; fix that path, then re-run the same command"
 
 
+def holder_if_in_use(folder: Path) -> str | None:
+    """Who holds `folder`'s lock right now (a run writing it), or None. Writes nothing: a folder
+    without a `.lock` file (or one that cannot be opened) is not in use."""
+    lock_path = Path(folder) / ".lock"
+    if not lock_path.exists():
+        return None
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return _read_holder(Path(folder) / ".lock.json")
+    except OSError:
+        return None
+    lock.release()
+    return None
+
+
 def _read_holder(path: Path) -> str:
     try:
         h = json.loads(path.read_text())

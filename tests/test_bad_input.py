@@ -421,3 +421,20 @@ def test_a_preset_may_give_threads_as_a_number(env, capsys):
     from sealbench.registry import all_preset
 
     assert all_preset(str(preset))[1][0].threads == "2"  # was "threads = 2: Input should be a valid string"
+
+
+def test_a_leaderboard_built_while_a_run_rewrites_its_summary_is_refused(env, ckpt, capsys):
+    """A finished run being re-run (COMPLETE gone for a moment, the folder locked) is not dropped
+    from the rankings with exit 0: the leaderboard stops in one line naming the folder and holder."""
+    import os
+
+    from sealbench.store import RunFolder
+
+    folder = finished(env, ckpt, capsys)
+    out = env / "board"
+    config = json.loads((folder / "config.json").read_text())
+    with RunFolder.open(env / "reports", folder.name, config):
+        (folder / "COMPLETE").unlink()
+        line = one_error(capsys, main(["leaderboard", str(env / "reports"), "--out", str(out), "--no-plots"]),
+                         f"{folder} is being rewritten by pid {os.getpid()}")
+        assert "again when that run finishes" in line and not out.exists()
