@@ -438,3 +438,23 @@ def test_a_leaderboard_built_while_a_run_rewrites_its_summary_is_refused(env, ck
         line = one_error(capsys, main(["leaderboard", str(env / "reports"), "--out", str(out), "--no-plots"]),
                          f"{folder} is being rewritten by pid {os.getpid()}")
         assert "again when that run finishes" in line and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["compare", "leaderboard"])
+def test_a_non_utf8_summary_names_the_file(env, ckpt, capsys, command):
+    folder = finished(env, ckpt, capsys)
+    (folder / "summary.jsonl").write_bytes((folder / "summary.jsonl").read_bytes()[:10] + b"\xff\xfe\n")
+    extra = ["--out", str(env / "board"), "--no-plots"] if command == "leaderboard" else ["--out", str(env / "cmp")]
+    one_error(capsys, main([command, str(env / "reports")] + extra), f"{folder / 'summary.jsonl'} is not UTF-8")
+
+
+@pytest.mark.parametrize("flag,word", [("--opn", "did you mean --open"), ("--grade", "did you mean --grader?"),
+                                       ("--n-passages", "unrecognized arguments: --n-passages x\n")])
+def test_view_suggests_only_flags_it_has(tmp_path, capsys, flag, word):
+    with pytest.raises(SystemExit) as exit_:
+        main(["view", str(tmp_path), flag, "x"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and word in err + "\n", err
+    line = next(ln for ln in err.splitlines() if ln.startswith("sealbench: error:"))
+    suggested = [w.strip("?)(") for w in line.split("did you mean", 1)[-1].split()] if "did you mean" in line else []
+    assert all(s in ("--out", "--data-dir", "--grader", "--open", "--help", "or", "-h") for s in suggested), line

@@ -152,7 +152,11 @@ def read_run_rows(folder: Path) -> pd.DataFrame:
     Raises ValueError naming the file and line when a complete line is not JSON."""
     folder, rows = Path(folder), []
     if (folder / "summary.jsonl").exists():
-        lines = (folder / "summary.jsonl").read_text().split("\n")
+        try:
+            lines = (folder / "summary.jsonl").read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{folder / 'summary.jsonl'} is not UTF-8 (byte {err.start}); delete it and COMPLETE "
+                             "and re-run the run's command to rebuild it from results.jsonl") from None
         for i, line in enumerate(lines[:-1], 1):
             try:
                 rows += [json.loads(line)] if line.strip() else []
@@ -160,7 +164,11 @@ def read_run_rows(folder: Path) -> pd.DataFrame:
                 raise ValueError(f"{folder / 'summary.jsonl'}:{i}: not JSON ({err.msg})") from err
         return rows_to_frame(rows)
     if (folder / "summary.csv").exists():
-        return rows_to_frame(pd.read_csv(folder / "summary.csv", keep_default_na=False, na_values=[""]))
+        try:
+            return rows_to_frame(pd.read_csv(folder / "summary.csv", keep_default_na=False, na_values=[""]))
+        except (UnicodeDecodeError, pd.errors.ParserError) as err:
+            raise ValueError(f"{folder / 'summary.csv'} cannot be read ({str(err).splitlines()[0][:120]}); "
+                             "delete the folder or re-run it") from None
     return rows_to_frame([])
 
 
