@@ -25,6 +25,7 @@ from .config import RunConfig
 from .edits import EditSources, Pending
 from .engine.inner_loop import Engine
 from .executors import LocalExecutor, check_executor
+from .grading import GraderError
 from .engine.models import load_model
 from .families.base import stable_hash
 from .regrade import ensure, stamp
@@ -124,6 +125,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     resolved = {**cfg.identity(), "contender_specs": [c.model_dump(mode="json") for c in p.contenders],
                 "eval_set": p.eval_set, "item_ids": [getattr(i, "id", "") for i in p.items],
                 "policies": {n: q.describe() for n, q in policies.items()}}
+    new = not (Path(cfg.reports_dir) / rid).exists()
     try:
         with RunFolder.open(cfg.reports_dir, rid, resolved, quarantine=cfg.quarantine_corrupt) as folder:
             if not (folder.path / "manifest.json").exists():
@@ -154,6 +156,10 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                         if u.key in rows_by_key and rows_by_key[u.key]["status"] != "ok"]
             if len(rows_by_key) == len(plan):
                 folder.finish(table, markdown)
+    except GraderError:
+        if new:  # the grader failed before any row (a judge's key, URL or model): leave no half folder
+            _drop_if_empty(Path(cfg.reports_dir) / rid)
+        raise
     finally:
         executor.close()
         bar.close()
@@ -263,6 +269,15 @@ def _unit_keys(cfg) -> dict:
                               "question, so their keys and seeds keep the grader"}}
     return {"unit_keys": {"scheme": "grader-free", "note": "unit keys and seeds leave the grader out; answers "
                           "carry verdicts by grader (sealbench grade)"}}
+
+
+def _drop_if_empty(path: Path) -> None:
+    """Remove a run folder this run created that holds nothing but its config and manifest."""
+    import shutil
+
+    left = {p.name for p in path.iterdir()} - {"config.json", "manifest.json", ".lock", ".lock.json"}
+    if not left or all(p.stat().st_size == 0 for p in path.iterdir() if p.name in left):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _grader(cfg):

@@ -458,3 +458,12 @@ def test_view_suggests_only_flags_it_has(tmp_path, capsys, flag, word):
     line = next(ln for ln in err.splitlines() if ln.startswith("sealbench: error:"))
     suggested = [w.strip("?)(") for w in line.split("did you mean", 1)[-1].split()] if "did you mean" in line else []
     assert all(s in ("--out", "--data-dir", "--grader", "--open", "--help", "or", "-h") for s in suggested), line
+
+
+def test_a_failed_judge_check_leaves_no_half_run_folder(env, ckpt, capsys, monkeypatch):
+    monkeypatch.setenv("SEALBENCH_JUDGE_API_KEY", "not-a-key")
+    monkeypatch.setenv("SEALBENCH_JUDGE_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    rc = main(tiny_run(env, ckpt, "--grader", "judge"))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("run folder:")]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("sealbench: error: judge grader: cannot reach"), err
+    nothing_written(env)
