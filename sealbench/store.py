@@ -11,8 +11,11 @@
 A folder is created only once its run can start (the model loaded), so a failed start leaves
 nothing behind. A run holds the folder's lock (`filelock`) while it writes; a second process names
 the holder and stops. Temporary files have unique names and stale ones are swept. A torn last line
-(a kill mid-write) is skipped on read and cut off before the next append; a corrupt line anywhere
-else is reported with its file and line (or moved aside with `quarantine=True`). Readers never write.
+(a kill or a full disk mid-write) is skipped on read and cut off before the next append, at any
+depth of the folder (an RL run's round_N/); a failed append truncates back to the last whole row.
+A corrupt line anywhere else (or a row without a key) is reported with its file and line (or moved
+aside with `quarantine=True`). A full disk or read-only storage is a StoreError naming the path.
+Readers never write.
 
 Unit rows are keyed by content (families/base.py), so a new run reuses every finished row with the
 same key from any run folder under the reports dir, and records where it came from (`reused_from`).
