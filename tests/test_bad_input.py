@@ -467,3 +467,38 @@ def test_a_failed_judge_check_leaves_no_half_run_folder(env, ckpt, capsys, monke
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("run folder:")]
     assert rc == 2 and len(err) == 1 and err[0].startswith("sealbench: error: judge grader: cannot reach"), err
     nothing_written(env)
+
+
+def test_a_read_only_cache_dir_is_one_line(env, capsys, monkeypatch):
+    """A model that must be converted into a read-only cache (simulated: root in CI cannot chmod one)."""
+    import errno
+
+    from sealbench.engine import checkpoints
+
+    cache = env / "cache"
+    monkeypatch.setenv("SEALBENCH_CACHE_DIR", str(cache))
+
+    def read_only(gguf, out, verbose=False):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(out))
+    monkeypatch.setattr(checkpoints, "convert_gguf", read_only)
+    line = one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--dry-run"]),
+                     f"cannot write {cache / 'models'}")
+    assert "Read-only file system" in line and "set SEALBENCH_CACHE_DIR to a writable folder" in line
+    nothing_written(env)
+
+
+def test_a_read_only_compare_output_is_one_line(env, ckpt, capsys, monkeypatch):
+    import errno
+
+    from sealbench import store
+
+    finished(env, ckpt, capsys)
+    out = env / "cmp"
+    out.mkdir()
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(store.tempfile, "mkstemp", refuse)
+    one_error(capsys, main(["compare", str(env / "reports"), "--out", str(out), "--no-plots"]),
+              f"cannot write {out / 'results.csv'}: Read-only file system")
+    assert not any(out.iterdir())
