@@ -191,3 +191,47 @@ def test_a_full_disk_mid_append_leaves_the_last_whole_row(tmp_path, monkeypatch)
     folder.append("x.jsonl", [{"key": "b"}])
     assert [r["key"] for r in folder.rows("x.jsonl")] == ["a", "b"]
     folder.close()
+
+
+@pytest.mark.slow
+def test_train_seal_killed_mid_round_resumes_to_the_same_policy_byte_for_byte(tmp_path, tiny):
+    """kill -9 while round 1's rows are appended, plus the torn half row such a kill leaves: the next
+    `train-seal` (same command, no manual step) ends with the adapter and fingerprint of a run that
+    was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt = tmp_path / "ckpt"
+    tiny.model.save_pretrained(ckpt)
+    tiny.tokenizer.save_pretrained(ckpt)
+    data = write_data_dir(tmp_path / "data", [MADE_UP, MADE_UP_2])
+
+    def cmd(reports):
+        return [sys.executable, "-m", "sealbench.cli", "train-seal", "--preset", "tiny", "--model", str(ckpt),
+                "--device", "cpu", "--heldout-items", "1", "--max-new-tokens", "8", "--max-answer-tokens", "4",
+                "--data-dir", str(data), "--reports-dir", str(reports), "--threads", "1", "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    assert subprocess.run(cmd(tmp_path / "a"), env=env, capture_output=True).returncode == 0
+    proc = subprocess.Popen(cmd(tmp_path / "b"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        rewards = list((tmp_path / "b").glob("seal-rl-*/round_1/rewards.jsonl"))
+        if rewards and rewards[0].read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    folder_b = next((tmp_path / "b").glob("seal-rl-*"))
+    assert not (folder_b / "COMPLETE").exists()
+    with open(folder_b / "round_1" / "rewards.jsonl", "a") as f:
+        f.write('{"key": "half a ro')
+    assert subprocess.run(cmd(tmp_path / "b"), env=env, capture_output=True).returncode == 0
+    folder_a = next((tmp_path / "a").glob("seal-rl-*"))
+    assert folder_a.name == folder_b.name and (folder_b / "COMPLETE").exists()
+    for name in ("policy_adapter.safetensors", "kept.json"):
+        assert (folder_a / "round_1" / name).read_bytes() == (folder_b / "round_1" / name).read_bytes(), name
+    fp = [json.loads((f / "round_1" / "policy.json").read_text())["fingerprint"] for f in (folder_a, folder_b)]
+    assert fp[0] == fp[1]
