@@ -246,7 +246,10 @@ class RunConfig(JobSettings):
     @classmethod
     def _threads_as_text(cls, v):
         """A preset's `threads: 2` (a YAML int) means "2"; a bool is not a count."""
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        v = str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        if isinstance(v, str) and not re.fullmatch(r"auto|[1-9]\d{0,3}", v):
+            raise ValueError("use a whole number of CPU threads from 1 to 9999, or auto")
+        return v
 
     @field_validator("mini_rules")
     @classmethod
