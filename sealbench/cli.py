@@ -122,6 +122,7 @@ def cmd_run(args) -> int:
                 for i, j in enumerate(jobs)]
     else:
         jobs = [validate(RunConfig, given, "sealbench run")]
+        _no_arc_flags_on_knowledge(jobs[0], given)
     set_threads(jobs[0].threads)
     say = _say(args)
     if args.dry_run:
@@ -151,14 +152,31 @@ def cmd_run(args) -> int:
     return 1 if failed and not any(j.allow_failures for j in jobs) else 0
 
 
+ARC_ONLY = ("arc_tasks", "n_tasks", "mini_rules", "mini_size", "edit_format", "arc_budget", "rl_tasks", "rl_n_tasks",
+            "ttt", "keep_completions")
+
+
+def _no_arc_flags_on_knowledge(job: RunConfig, given: dict) -> None:
+    """An ARC setting typed for the knowledge task would change nothing but the run id: refuse it."""
+    if job.family != "squad":
+        return
+    flags = [f"--ttt-{k.replace('_', '-')}" for k in given.get("ttt", {})] + \
+            [f"--{k.replace('_', '-')}" for k in ARC_ONLY if k != "ttt" and k in given]
+    if flags:
+        raise ConfigError(f"{' '.join(flags)}: ARC setting(s), unused by task {job.task}; drop them, or pass "
+                          "--task seal_arc_fewshot or seal_arc_mini")
+
+
 def cmd_train_seal(args) -> int:
     from . import registry
     from .engine.models import set_threads
     from .rl import ensure_policy
 
-    set_threads(args.threads)
+    validate(RunConfig, {"threads": args.threads}, "sealbench train-seal")  # --threads 0: one line
     cfg = registry.rl_preset(args.preset, **settings_from_args(args, RLConfig))
-    policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args))
+    set_threads(args.threads)
+    policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args),
+                           quarantine=args.quarantine_corrupt)
     print(policy.table())
     return 0
 
@@ -283,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reports-dir", default="reports")
     p.add_argument("--threads", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--quarantine-corrupt", action="store_true",
+                   help="move corrupt rows of the RL run folder aside (their samples are recomputed)")
     add_settings_flags(p, RLConfig)
     p.set_defaults(func=cmd_train_seal)
     for name, text in DELEGATED.items():
@@ -361,6 +381,16 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except user_errors() as err:
         print(f"sealbench: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # the machine, not the code: a full disk, read-only storage, a file for a folder
+        from .engine.checkpoints import cache_dir
+        from .store import _os_message
+
+        where = Path(err.filename) if err.filename else Path("a file")
+        line = _os_message(err, where)
+        if str(where).startswith(str(cache_dir())):
+            line += f" (the model cache: set SEALBENCH_CACHE_DIR to a writable folder, now {cache_dir()})"
+        print(f"sealbench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         print(f"sealbench: interrupted; {err or 'finished units are saved, re-run the same command to resume'}",

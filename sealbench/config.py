@@ -13,14 +13,32 @@ overrides, and the resolved config is what a run records and hashes.
 """
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from .grading.answers import ANSWER_STOPS
 
-# An answer stop: a non-empty string (an empty one would end every answer before its first token).
-Stop = Annotated[str, Field(min_length=1, max_length=100)]
+def _unescape(v):
+    """`--answer-stops '\\n\\n'` as typed in a shell (and shown by --help) means two newlines:
+    \\n, \\t, \\r and \\\\ in a stop are read as escapes."""
+    if not isinstance(v, str):
+        return v
+    return re.sub(r"\\(n|t|r|\\)", lambda m: {"n": "\n", "t": "\t", "r": "\r", "\\": "\\"}[m.group(1)], v)
+
+
+def _visible(v: str) -> str:
+    if not v.strip(" \t"):
+        raise ValueError(f"{v!r} is only spaces or tabs, so it would cut every answer at its first word; "
+                         "use visible text or a newline (\\n)")
+    return v
+
+
+# An answer stop: non-empty (an empty one would end every answer before its first token), escapes
+# read as in the help's defaults ('\\n\\n'), never only spaces or tabs.
+Stop = Annotated[str, BeforeValidator(_unescape), Field(min_length=1, max_length=100), AfterValidator(_visible)]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
@@ -185,7 +203,8 @@ class RunConfig(JobSettings):
     answer_style: Style = Field("plain", description="answer prompt: SEAL's plain text or inside the chat template")
     max_answer_tokens: int = Field(64, ge=1, le=4096, description="max new tokens of an answer")
     answer_stops: tuple[Stop, ...] = Field(ANSWER_STOPS, max_length=32, description="an answer ends at the first "
-                                           "of these (grading/answers.py; the raw text is kept in the row)")
+                                           "of these (grading/answers.py; the raw text is kept in the row); "
+                                           "type \\n for a newline, as in --answer-stops '\\n\\n' Question:")
     # --- ARC
     arc_tasks: str | None = Field(None, description="ARC task set: seal-eval | seal-train | arc-eval | mini | path.json")
     n_tasks: int | None = Field(None, ge=1, le=100_000, description="ARC: first N tasks (mini: how many to generate)")
@@ -221,6 +240,15 @@ class RunConfig(JobSettings):
     def _size(cls, v):
         if v is not None and not 2 <= v[0] <= v[1] <= 30:
             raise ValueError("need 2 <= min <= max <= 30 (a 1x1 grid has no informative flip or rotation)")
+        return v
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _threads_as_text(cls, v):
+        """A preset's `threads: 2` (a YAML int) means "2"; a bool is not a count."""
+        v = str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+        if isinstance(v, str) and not re.fullmatch(r"auto|[1-9]\d{0,3}", v):
+            raise ValueError("use a whole number of CPU threads from 1 to 9999, or auto")
         return v
 
     @field_validator("mini_rules")
@@ -259,7 +287,15 @@ class RunConfig(JobSettings):
                 data[key] = value
         if self.protocol == "cpt":
             data["n_passages"] = max(self.cpt_n)
-        return RunConfig.model_validate(data)
+        try:
+            return RunConfig.model_validate(data)
+        except ValidationError as err:
+            if self.protocol == "cpt" and any(e["loc"][:1] == ("n_passages",) for e in err.errors()):
+                limit = RunConfig.model_fields["n_passages"].metadata
+                top = next((m.le for m in limit if getattr(m, "le", None) is not None), None)
+                raise ConfigError(f"--cpt-n {max(self.cpt_n)}: cpt trains on that many passages, above the "
+                                  f"{top} there can be; lower --cpt-n") from None
+            raise ConfigError(one_line(err, "resolved settings")) from None
 
     def train_settings(self) -> TrainSettings:
         r = self if self.epochs is not None else self.resolve()

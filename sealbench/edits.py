@@ -90,12 +90,22 @@ class EditSources:
     def key(self, p: Pending) -> str:
         """The edit's content key (the raw prompt and the prompt style stand for the formatted
         prompt, so keys are known before any model is loaded)."""
+        if not p.key and p.contender.edits == "file":
+            # a cached note is keyed by its own text (not the file's path or whole content): editing
+            # one passage's notes changes the keys of that passage's units only
+            p.key = edit_key(p.contender, p.item, p.ref.index, f"file-note:{self._note_digest(p)}", "", self.config)
         if not p.key:
             prompt = self.family.edit_prompt(p.contender, p.item)
             if p.contender.edits in ("self", "policy"):
                 prompt = f"[{self.config.notes_style}]{prompt}"
             p.key = edit_key(p.contender, p.item, p.ref.index, self.source_id(p.contender), prompt, self.config)
         return p.key
+
+    def _note_digest(self, p: Pending) -> str:
+        """sha256 of the note a file contender gives `p` (of null when the file has none for it)."""
+        comps = self._file(p.contender)[1].get(getattr(p.item, "context", None)) or []
+        note = comps[p.ref.index] if p.ref.index < len(comps) else None
+        return hashlib.sha256(json.dumps(note).encode()).hexdigest()[:16]
 
     def key_for(self, contender: ContenderSpec, item, index: int) -> str:
         """The content key of the `index`-th self-edit of `contender` for `item` (plans use it)."""

@@ -70,7 +70,7 @@ def dry_run(config: RunConfig, say) -> dict:
     reports = Path(cfg.reports_dir)
     rl_lines, rl_work = [], []
     for cname, rl in p.rl_configs.items():
-        rid = rl_run_id(rl, fingerprints["base"])
+        rid = rl_run_id(rl, fingerprints["base"], data_dir=cfg.data_dir)
         folder = reports / rid
         if (folder / "COMPLETE").exists():
             fingerprints["policy:" + cname] = Policy.from_folder(folder, rl).fingerprint
@@ -85,7 +85,7 @@ def dry_run(config: RunConfig, say) -> dict:
             rl_work.append((rl, rounds))
     sources = EditSources(p.family, cfg, fingerprints, {}, cfg.data_dir)
     plan = p.family.plan(cfg, p.contenders, p.items, sources, fingerprints)
-    rid = run_id(cfg, p.contenders, p.eval_set, fingerprints["base"])
+    rid = run_id(cfg, p.contenders, p.eval_set, fingerprints["base"], sources)
     folder = reports / rid
     here = {r["key"] for r in read_rows(folder / RESULTS) if r.get("status") == "ok"} if folder.exists() else set()
     cache = cached_rows(reports, RESULTS, exclude=folder)

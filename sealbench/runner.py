@@ -26,6 +26,7 @@ from .config import RunConfig
 from .edits import EditSources, Pending
 from .engine.inner_loop import Engine, Hooks
 from .executors import LocalExecutor, check_executor
+from .grading import GraderError
 from .engine.models import load_model
 from .families.base import stable_hash
 from .regrade import ensure, stamp
@@ -53,10 +54,15 @@ class RunResult:
     phases: dict = field(default_factory=dict)          # this invocation's wall time by phase (`_phases`)
 
 
-def run_id(config: RunConfig, contenders: list, eval_set: str, fingerprint: str) -> str:
+def run_id(config: RunConfig, contenders: list, eval_set: str, fingerprint: str, sources=None) -> str:
+    """`<task>[-<protocol>]-<model>-<hash>`: the config's identity, the contenders, the evaluation set
+    (by content), the weights and, with `sources`, the content of every notes file a contender reads."""
     model = Path(str(config.model)).name.replace(".gguf", "")
     ident = {"config": config.identity(), "contenders": [c.model_dump(mode="json") for c in contenders],
              "eval_set": eval_set, "model": fingerprint}
+    files = {c.name: sources.source_id(c) for c in contenders if c.edits == "file"} if sources is not None else {}
+    if files:
+        ident["notes_files"] = files
     proto = f"-{config.protocol}" if config.protocol != "single" else ""
     return f"{config.task.replace('_', '-')}{proto}-{model}-{stable_hash(ident, 10)}".lower()
 
@@ -126,11 +132,12 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     if len({u.key for u in plan}) != len(plan):
         raise RunError("the plan has two units with the same content key (a contender listed twice under "
                        "two names?); remove the duplicate")
-    rid = run_id(cfg, p.contenders, p.eval_set, base_loaded.fingerprint)
+    rid = run_id(cfg, p.contenders, p.eval_set, base_loaded.fingerprint, sources)
     # config.json holds what decides the numbers; machine settings (threads, K, paths) are in the manifest
     resolved = {**cfg.identity(), "contender_specs": [c.model_dump(mode="json") for c in p.contenders],
                 "eval_set": p.eval_set, "item_ids": [getattr(i, "id", "") for i in p.items],
                 "policies": {n: q.describe() for n, q in policies.items()}}
+    new = not (Path(cfg.reports_dir) / rid).exists()
     try:
         with RunFolder.open(cfg.reports_dir, rid, resolved, quarantine=cfg.quarantine_corrupt) as folder:
             if not (folder.path / "manifest.json").exists():
@@ -138,7 +145,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 folder.write_manifest(build_manifest(resolved, models, base_loaded.device,
                                                      {"machine_settings": cfg.model_dump(mode="json"),
                                                       **_unit_keys(cfg)}))
-            done = {k: r for k, r in folder.latest(RESULTS).items() if r["status"] == "ok"}
+            done = {k: r for k, r in folder.latest(RESULTS).items() if r.get("status") == "ok"}
             reused = _reuse(folder, plan, done, cfg.reports_dir, p.grader)
             pending = [u for u in plan if u.key not in done]
             clock["planned"] = clock["edits"] = clock["units"] = time.perf_counter()
@@ -170,6 +177,10 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                         if u.key in rows_by_key and rows_by_key[u.key]["status"] != "ok"]
             if len(rows_by_key) == len(plan):
                 folder.finish(table, markdown)
+    except GraderError:
+        if new:  # the grader failed before any row (a judge's key, URL or model): leave no half folder
+            _drop_if_empty(Path(cfg.reports_dir) / rid)
+        raise
     finally:
         executor.close()
         bar.close()
@@ -300,7 +311,7 @@ def _overall_bar(p: Prepared, fingerprint: str, progress: bool):
 
     from .rl.loop import remaining_edits
 
-    total = sum(remaining_edits(rl, p.config.reports_dir, fingerprint) for rl in p.rl_configs.values())
+    total = sum(remaining_edits(rl, p.config.reports_dir, fingerprint, p.config.data_dir) for rl in p.rl_configs.values())
     # Shown after a second: a run without RL rounds prints its run-folder line before an empty bar.
     return tqdm(total=total, desc="SEAL RL" if total else "units", unit="edit", disable=not progress,
                 dynamic_ncols=True, delay=1.0)
@@ -370,6 +381,15 @@ def _unit_keys(cfg) -> dict:
                               "question, so their keys and seeds keep the grader"}}
     return {"unit_keys": {"scheme": "grader-free", "note": "unit keys and seeds leave the grader out; answers "
                           "carry verdicts by grader (sealbench grade)"}}
+
+
+def _drop_if_empty(path: Path) -> None:
+    """Remove a run folder this run created that holds nothing but its config and manifest."""
+    import shutil
+
+    left = {p.name for p in path.iterdir()} - {"config.json", "manifest.json", ".lock", ".lock.json"}
+    if not left or all(p.stat().st_size == 0 for p in path.iterdir() if p.name in left):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _grader(cfg):

@@ -11,8 +11,11 @@
 A folder is created only once its run can start (the model loaded), so a failed start leaves
 nothing behind. A run holds the folder's lock (`filelock`) while it writes; a second process names
 the holder and stops. Temporary files have unique names and stale ones are swept. A torn last line
-(a kill mid-write) is skipped on read and cut off before the next append; a corrupt line anywhere
-else is reported with its file and line (or moved aside with `quarantine=True`). Readers never write.
+(a kill or a full disk mid-write) is skipped on read and cut off before the next append, at any
+depth of the folder (an RL run's round_N/); a failed append truncates back to the last whole row.
+A corrupt line anywhere else (or a row without a key) is reported with its file and line (or moved
+aside with `quarantine=True`). A full disk or read-only storage is a StoreError naming the path.
+Readers never write.
 
 Unit rows are keyed by content (families/base.py), so a new run reuses every finished row with the
 same key from any run folder under the reports dir, and records where it came from (`reused_from`).
@@ -44,16 +47,23 @@ def now_iso() -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a uniquely named temp file in the same folder + rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write `text` to `path` through a uniquely named temp file in the same folder + rename.
+    A full disk or a read-only folder is a StoreError (one line) and leaves `path` as it was."""
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise StoreError(_os_message(err, path)) from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise StoreError(_os_message(err, path)) from None
         raise
 
 
@@ -61,9 +71,10 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
-def read_rows(path: Path, quarantine: bool = False) -> list[dict]:
+def read_rows(path: Path, quarantine: bool = False, keyed: bool = False) -> list[dict]:
     """Rows of a JSONL file. A torn final line is skipped; a corrupt line elsewhere raises
-    StoreError naming the file and line, or (quarantine=True) is moved to `<file>.corrupt`."""
+    StoreError naming the file and line, or (quarantine=True) is moved to `<file>.corrupt`.
+    `keyed`: a row that is not an object with a `key` is corrupt too (a run folder's rows)."""
     if not path.exists():
         return []
     raw = path.read_bytes()
@@ -74,8 +85,11 @@ def read_rows(path: Path, quarantine: bool = False) -> list[dict]:
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line.decode("utf-8")))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            row = json.loads(line.decode("utf-8"))
+            if keyed and not (isinstance(row, dict) and isinstance(row.get("key"), str)):
+                raise ValueError("it has no key")
+            rows.append(row)
+        except (UnicodeDecodeError, ValueError) as err:
             if not quarantine:
                 raise StoreError(f"{path}:{n} is not a valid row ({err}); re-run with --quarantine-corrupt "
                                  "to move it aside (its unit is then recomputed)") from None
@@ -109,15 +123,26 @@ class RunFolder:
             folder.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise StoreError(f"cannot create run folder {folder.path}: {err.strerror}") from None
-        folder._acquire()
+        try:
+            folder._acquire()
+        except OSError as err:
+            raise StoreError(_os_message(err, folder.path)) from None
         try:
             cfg_path = folder.path / "config.json"
             if cfg_path.exists():
-                if json.loads(cfg_path.read_text()) != json.loads(json.dumps(config, default=str)):
+                try:
+                    held = json.loads(cfg_path.read_text(encoding="utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as err:
+                    raise StoreError(f"{cfg_path} is not valid JSON ({err}); delete the folder {folder.path} "
+                                     "(its rows are recomputed or reused from other folders) and run again") from None
+                if held != json.loads(json.dumps(config, default=str)):
                     raise StoreError(f"{folder.path} holds a run of another config; refusing to mix them")
             else:
                 write_json(cfg_path, config)
             folder._sweep()
+        except OSError as err:
+            folder.close()
+            raise StoreError(_os_message(err, folder.path)) from None
         except BaseException:
             folder.close()
             raise
@@ -149,28 +174,42 @@ class RunFolder:
         self.close()
 
     def _sweep(self) -> None:
-        """Remove temp files left by killed writers; cut torn last lines before appending."""
-        for tmp in self.path.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
-        for jsonl in self.path.glob("*.jsonl"):
-            data = jsonl.read_bytes()
-            if data and not data.endswith(b"\n"):
-                with open(jsonl, "rb+") as f:
-                    f.truncate(data.rfind(b"\n") + 1)
+        """Remove temp files left by killed writers; cut torn last lines before appending. Both at
+        any depth: an RL run keeps its rows in `round_N/*.jsonl`."""
+        try:
+            for tmp in self.path.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+            for jsonl in self.path.rglob("*.jsonl"):
+                _cut_torn_tail(jsonl)
+        except OSError as err:
+            raise StoreError(_os_message(err, self.path)) from None
 
     # ------------------------------------------------------------------ rows
     def append(self, name: str, rows: list[dict]) -> None:
         """Append rows and fsync before returning: a kill never loses a row that was appended."""
         if not rows:
             return
-        (self.path / COMPLETE).unlink(missing_ok=True)  # new rows: the summary is stale
-        with open(self.path / name, "a", encoding="utf-8") as f:
-            f.write("".join(json.dumps(r, default=str) + "\n" for r in rows))
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.path / name
+        data = "".join(json.dumps(r, default=str) + "\n" for r in rows).encode("utf-8")
+        try:
+            (self.path / COMPLETE).unlink(missing_ok=True)  # new rows: the summary is stale
+            size = _cut_torn_tail(path)  # a torn line left by a kill or a full disk: never append after it
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+                os.fsync(fd)
+            except OSError:
+                os.ftruncate(fd, size)  # nothing half-written: the file ends at its last whole row
+                raise
+            finally:
+                os.close(fd)
+        except OSError as err:
+            raise StoreError(_os_message(err, path)) from None
 
     def rows(self, name: str) -> list[dict]:
-        return read_rows(self.path / name, self.quarantine)
+        return read_rows(self.path / name, self.quarantine, keyed=True)
 
     def latest(self, name: str) -> dict[str, dict]:
         """The newest row of each key (a retried unit supersedes its failure)."""
@@ -188,6 +227,59 @@ class RunFolder:
         write_atomic(self.path / "summary.csv", csv_text(rows))
         write_atomic(self.path / "summary.md", markdown)
         write_atomic(self.path / COMPLETE, now_iso() + "\n")
+
+
+def _cut_torn_tail(path: Path) -> int:
+    """Cut a torn last line (bytes after the last newline) off `path`; its size after. 0 if absent."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if not size:
+        return 0
+    with open(path, "rb+") as f:
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return size
+        f.seek(0)
+        keep = f.read().rfind(b"\n") + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return keep
+
+
+def _os_message(err: OSError, path: Path) -> str:
+    """One line for an OSError writing a run folder: what, where, and the fix."""
+    import errno
+
+    if err.errno == errno.ENOSPC:
+        return (f"no space left on the device writing {path}; free some space (or write to another folder), "
+                "then re-run the same command (finished rows are kept)")
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {path}: {err.strerror} (read-only?); make its folder writable or pick another "
+                "folder, then re-run the same command")
+    if err.errno in (errno.ENOTDIR, errno.EEXIST):
+        return (f"cannot use {path}: a file stands where a folder is needed ({err.strerror}); move that file "
+                "away or pick another folder, then re-run the same command")
+    return f"cannot write {path}: {err.strerror or err}; fix that path, then re-run the same command"
+
+
+def holder_if_in_use(folder: Path) -> str | None:
+    """Who holds `folder`'s lock right now (a run writing it), or None. Writes nothing: a folder
+    without a `.lock` file (or one that cannot be opened) is not in use."""
+    lock_path = Path(folder) / ".lock"
+    if not lock_path.exists():
+        return None
+    lock = FileLock(lock_path, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return _read_holder(Path(folder) / ".lock.json")
+    except OSError:
+        return None
+    lock.release()
+    return None
 
 
 def _read_holder(path: Path) -> str:

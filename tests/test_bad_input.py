@@ -47,6 +47,8 @@ FLAG_CASES = [
     (["--contender", "/no/such/contender.yaml"], "not found"),
     (["--seal-preset", "nonexistent", "--contender", "seal"], "unknown SEAL RL preset"),
     (["--data-dir", "/no/such/folder"], "not found"),
+    (["--dry-run", "--protocol", "cpt", "--cpt-n", "5000"], "--cpt-n 5000"),  # was a pydantic traceback
+    (["--protocol", "cpt", "--cpt-n", "1", "3"], "--cpt-n 3: the data has only 2"),
 ]
 ARGPARSE_CASES = [  # argparse-level: usage, then one error line
     (["--protocol", "foo"], "invalid choice"), (["--task", "foo"], "invalid choice"), (["--grader", "foo"], "invalid choice"),
@@ -263,3 +265,240 @@ def test_a_bom_is_accepted_in_yaml_and_json(env, tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes("\ufeffname: c\nfamily: squad\n".encode())
     assert load_contender(str(path), "squad").name == "c"
+
+
+# ------------------------------------------------------------------ issue 24: train-seal's flags
+@pytest.mark.parametrize("flags,word", [
+    (["--threads", "0"], "threads = '0'"), (["--threads", "-1"], "threads = '-1'"), (["--threads", "x"], "threads"),
+    (["--n-items", "500"], "n_items = 500: the RL pool has only 2"), (["--k", "0"], "k = '0'"),
+    (["--rounds", "0"], "rounds"), (["--preset", "nonexistent"], "unknown SEAL RL preset"),
+])
+def test_bad_train_seal_flags(env, capsys, flags, word):
+    rc = main(["train-seal", "--preset", "tiny", "--no-progress", "--reports-dir", str(env / "reports")] + flags)
+    one_error(capsys, rc, word)
+    nothing_written(env)
+
+
+# ------------------------------------------------------------------ issue 24: storage and state
+@pytest.fixture
+def ckpt(tmp_path, tiny):
+    path = tmp_path / "tinyck"
+    tiny.model.save_pretrained(path)
+    tiny.tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_run(env, ckpt, *extra) -> list[str]:
+    return RUN + ["--reports-dir", str(env / "reports"), "--model", str(ckpt), "--contender", "base",
+                  "--max-answer-tokens", "2", *extra]
+
+
+def finished(env, ckpt, capsys) -> Path:
+    assert main(tiny_run(env, ckpt)) == 0
+    capsys.readouterr()
+    return next((env / "reports").glob("seal-squad-*"))
+
+
+def test_a_corrupt_config_json_in_an_existing_run_folder(env, ckpt, capsys):
+    folder = finished(env, ckpt, capsys)
+    (folder / "config.json").write_text('{"task": ')
+    line = one_error(capsys, main(tiny_run(env, ckpt)), "config.json is not valid JSON")
+    assert "delete the folder" in line and (folder / "config.json").read_text() == '{"task": '
+
+
+def test_a_row_missing_its_key_names_file_and_line(env, ckpt, capsys):
+    folder = finished(env, ckpt, capsys)
+    rows = (folder / "results.jsonl").read_text().splitlines()
+    row = json.loads(rows[0])
+    del row["key"]
+    (folder / "results.jsonl").write_text("\n".join([json.dumps(row)] + rows[1:]) + "\n")
+    one_error(capsys, main(tiny_run(env, ckpt)), "results.jsonl:1 is not a valid row (it has no key)")
+    assert main(tiny_run(env, ckpt, "--quarantine-corrupt")) == 0  # the fix the line names works
+    assert (folder / "results.jsonl.corrupt").exists()
+
+
+def test_a_full_disk_is_one_line_and_leaves_only_whole_rows(env, ckpt, capsys, monkeypatch):
+    import errno
+    import os
+
+    from sealbench import store
+
+    real = os.write
+
+    def full(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+            real(fd, bytes(data[:7]))  # part of a row reaches the disk, then it is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(store.os, "write", full)
+    rc = main(tiny_run(env, ckpt))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("run folder:")]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("sealbench: error: no space left on the device writing")
+    folder = next((env / "reports").glob("seal-squad-*"))
+    assert (folder / "results.jsonl").read_bytes() == b"" and not (folder / "COMPLETE").exists()
+    monkeypatch.setattr(store.os, "write", real)
+    assert main(tiny_run(env, ckpt)) == 0 and (folder / "COMPLETE").exists()  # space freed: it resumes
+
+
+def test_a_read_only_run_folder_is_one_line(env, ckpt, capsys, monkeypatch):
+    import errno
+
+    from sealbench import store
+
+    folder = finished(env, ckpt, capsys)
+
+    class ReadOnly:  # what filelock raises on a read-only folder (root in CI cannot chmod one)
+        def __init__(self, path, timeout=0):
+            self.path = path
+
+        def acquire(self):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(self.path))
+    monkeypatch.setattr(store, "FileLock", ReadOnly)
+    one_error(capsys, main(tiny_run(env, ckpt)), f"cannot write {folder}: Read-only file system")
+
+
+def test_a_read_only_leaderboard_output_is_one_line(env, ckpt, capsys, monkeypatch):
+    import errno
+
+    from sealbench import store
+
+    finished(env, ckpt, capsys)
+    out = env / "board"
+    out.mkdir()
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(store.tempfile, "mkstemp", refuse)
+    one_error(capsys, main(["leaderboard", str(env / "reports"), "--out", str(out), "--no-plots"]),
+              f"cannot write {out / 'leaderboard.md'}: Read-only file system")
+    assert not any(out.iterdir())
+
+
+def test_a_cache_dir_that_is_a_file_is_one_line(env, capsys, monkeypatch):
+    (env / "cache").write_text("x")
+    monkeypatch.setenv("SEALBENCH_CACHE_DIR", str(env / "cache"))
+    line = one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--dry-run"]),
+                     "a file stands where a folder is needed")
+    assert "SEALBENCH_CACHE_DIR" in line
+    nothing_written(env)
+
+
+def test_a_model_folder_with_garbage_weights_is_one_line(env, ckpt, capsys):
+    (ckpt / "model.safetensors").write_bytes(b"\x00garbage" * 500)
+    one_error(capsys, main(tiny_run(env, ckpt)), f"the weights in {ckpt} are unreadable")
+    nothing_written(env)
+
+
+# ------------------------------------------------------------------ issue 24: silent acceptance
+@pytest.mark.parametrize("flags,word", [
+    (["--answer-stops", " "], "' ' is only spaces or tabs"), (["--answer-stops", "\t", "Q:"], "only spaces or tabs"),
+    (["--answer-stops", "Q:", "  "], "answer_stops.1 = '  '"),
+    (["--ttt-cap", "64"], "--ttt-cap: ARC setting(s), unused by task seal_squad_nocontext"),
+    (["--arc-budget", "cpu"], "--arc-budget: ARC setting"), (["--edit-format", "guided"], "--edit-format: ARC"),
+    (["--n-tasks", "3"], "--n-tasks: ARC"), (["--keep-completions"], "--keep-completions: ARC"),
+])
+def test_settings_that_would_be_silently_wrong_are_refused(env, capsys, flags, word):
+    one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--dry-run"] + flags), word)
+    nothing_written(env)
+
+
+def test_answer_stops_are_typed_as_help_shows_them():
+    from sealbench.config import RunConfig, RLConfig
+
+    assert RunConfig(answer_stops=["\\n\\n", "Q\\\\n"]).answer_stops == ("\n\n", "Q\\n")
+    assert RLConfig(answer_stops=["\\nQuestion:"]).answer_stops == ("\nQuestion:",)
+    assert RunConfig().answer_stops[0] == "\n\n"  # the default, a real newline, is unchanged
+
+
+def test_a_preset_may_give_threads_as_a_number(env, capsys):
+    from sealbench.config import ConfigError, RunConfig, validate
+
+    assert validate(RunConfig, {"threads": 2}, "preset").threads == "2"
+    with pytest.raises(ConfigError, match="threads"):
+        validate(RunConfig, {"threads": True}, "preset")
+    preset = env / "p.yaml"
+    preset.write_text("jobs:\n  - {task: seal_squad_nocontext, contenders: [base], n_passages: 1, threads: 2}\n")
+    from sealbench.registry import all_preset
+
+    assert all_preset(str(preset))[1][0].threads == "2"  # was "threads = 2: Input should be a valid string"
+
+
+def test_a_leaderboard_built_while_a_run_rewrites_its_summary_is_refused(env, ckpt, capsys):
+    """A finished run being re-run (COMPLETE gone for a moment, the folder locked) is not dropped
+    from the rankings with exit 0: the leaderboard stops in one line naming the folder and holder."""
+    import os
+
+    from sealbench.store import RunFolder
+
+    folder = finished(env, ckpt, capsys)
+    out = env / "board"
+    config = json.loads((folder / "config.json").read_text())
+    with RunFolder.open(env / "reports", folder.name, config):
+        (folder / "COMPLETE").unlink()
+        line = one_error(capsys, main(["leaderboard", str(env / "reports"), "--out", str(out), "--no-plots"]),
+                         f"{folder} is being rewritten by pid {os.getpid()}")
+        assert "again when that run finishes" in line and not out.exists()
+
+
+@pytest.mark.parametrize("command", ["compare", "leaderboard"])
+def test_a_non_utf8_summary_names_the_file(env, ckpt, capsys, command):
+    folder = finished(env, ckpt, capsys)
+    (folder / "summary.jsonl").write_bytes((folder / "summary.jsonl").read_bytes()[:10] + b"\xff\xfe\n")
+    extra = ["--out", str(env / "board"), "--no-plots"] if command == "leaderboard" else ["--out", str(env / "cmp")]
+    one_error(capsys, main([command, str(env / "reports")] + extra), f"{folder / 'summary.jsonl'} is not UTF-8")
+
+
+@pytest.mark.parametrize("flag,word", [("--opn", "did you mean --open"), ("--grade", "did you mean --grader?"),
+                                       ("--n-passages", "unrecognized arguments: --n-passages x\n")])
+def test_view_suggests_only_flags_it_has(tmp_path, capsys, flag, word):
+    with pytest.raises(SystemExit) as exit_:
+        main(["view", str(tmp_path), flag, "x"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and word in err + "\n", err
+    line = next(ln for ln in err.splitlines() if ln.startswith("sealbench: error:"))
+    suggested = [w.strip("?)(") for w in line.split("did you mean", 1)[-1].split()] if "did you mean" in line else []
+    assert all(s in ("--out", "--data-dir", "--grader", "--open", "--help", "or", "-h") for s in suggested), line
+
+
+def test_a_failed_judge_check_leaves_no_half_run_folder(env, ckpt, capsys, monkeypatch):
+    monkeypatch.setenv("SEALBENCH_JUDGE_API_KEY", "not-a-key")
+    monkeypatch.setenv("SEALBENCH_JUDGE_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens there
+    rc = main(tiny_run(env, ckpt, "--grader", "judge"))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("run folder:")]
+    assert rc == 2 and len(err) == 1 and err[0].startswith("sealbench: error: judge grader: cannot reach"), err
+    nothing_written(env)
+
+
+def test_a_read_only_cache_dir_is_one_line(env, capsys, monkeypatch):
+    """A model that must be converted into a read-only cache (simulated: root in CI cannot chmod one)."""
+    import errno
+
+    from sealbench.engine import checkpoints
+
+    cache = env / "cache"
+    monkeypatch.setenv("SEALBENCH_CACHE_DIR", str(cache))
+
+    def read_only(gguf, out, verbose=False):
+        raise PermissionError(errno.EROFS, "Read-only file system", str(out))
+    monkeypatch.setattr(checkpoints, "convert_gguf", read_only)
+    line = one_error(capsys, main(RUN + ["--reports-dir", str(env / "reports"), "--dry-run"]),
+                     f"cannot write {cache / 'models'}")
+    assert "Read-only file system" in line and "set SEALBENCH_CACHE_DIR to a writable folder" in line
+    nothing_written(env)
+
+
+def test_a_read_only_compare_output_is_one_line(env, ckpt, capsys, monkeypatch):
+    import errno
+
+    from sealbench import store
+
+    finished(env, ckpt, capsys)
+    out = env / "cmp"
+    out.mkdir()
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(store.tempfile, "mkstemp", refuse)
+    one_error(capsys, main(["compare", str(env / "reports"), "--out", str(out), "--no-plots"]),
+              f"cannot write {out / 'results.csv'}: Read-only file system")
+    assert not any(out.iterdir())

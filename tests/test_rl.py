@@ -134,3 +134,104 @@ def test_the_seal_contender_uses_a_policy_trained_once(setup, monkeypatch):
     assert seal and seal[0]["policy_fingerprint"] != "random-0" and seal[0]["self_edits"][0] is not None
     second = run(run_cfg.updated(n_passages=2), progress=False, say=lambda m: None)
     assert rounds["n"] == 1 and second.n_reused == 2  # the policy and the first passage's units are reused
+
+
+def test_a_torn_line_inside_a_round_is_cut_on_resume(setup, monkeypatch):
+    """A kill (or a full disk) mid-append leaves a torn last line in round_1/rewards.jsonl: the next
+    train-seal cuts it and resumes with no manual step, no row lost or duplicated."""
+    cfg, data, reports = setup
+    hooks = type(rl_loop.registry.family(cfg.task).rl)
+    real = hooks.reward_stream
+    cfg = cfg.updated(edits_per_batch=1, heldout_items=0)
+
+    def dying(self, engine, batch, c, with_notes=True):
+        for n, group in enumerate(real(self, engine, batch, c, with_notes)):
+            if n == c.repeats:
+                raise KeyboardInterrupt
+            yield group
+    monkeypatch.setattr(hooks, "reward_stream", dying)
+    with pytest.raises(KeyboardInterrupt):
+        rl.train(cfg, reports, data, progress=False, say=lambda m: None)
+    folder = next(reports.glob("seal-rl-*"))
+    rewards = folder / "round_1" / "rewards.jsonl"
+    first = rewards.read_text()
+    with open(rewards, "a") as f:  # the half of a row a kill or a full disk leaves
+        f.write('{"key": "torn|1", "item_id": "to')
+    with open(folder / "round_1" / ".stats.json.abc.tmp", "w") as f:
+        f.write("{")
+    monkeypatch.setattr(hooks, "reward_stream", real)
+    done = rl.train(cfg, reports, data, progress=False, say=lambda m: None)
+    text = (done.folder / "round_1" / "rewards.jsonl").read_text()
+    assert text.startswith(first) and text.endswith("\n")
+    rows = [json.loads(x) for x in text.splitlines()]  # every line parses: the torn one is gone
+    assert len(rows) == 4 and len({r["key"] for r in rows}) == 4 and "torn|1" not in {r["key"] for r in rows}
+    assert not list(done.folder.rglob(".*.tmp")) and (done.folder / "COMPLETE").exists()
+
+
+def test_a_full_disk_mid_append_leaves_the_last_whole_row(tmp_path, monkeypatch):
+    """ENOSPC after part of a batch of rows is written: one line naming the file and the fix, and the
+    file ends at its last whole row (the next run appends cleanly)."""
+    import errno
+    import os
+
+    from sealbench import store
+
+    folder = store.RunFolder.open(tmp_path, "run", {"a": 1})
+    folder.append("x.jsonl", [{"key": "a"}])
+    real = os.write
+
+    def full(fd, data):
+        real(fd, bytes(data[:5]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(store.os, "write", full)
+    with pytest.raises(store.StoreError, match="no space left on the device writing .*x.jsonl; free some space"):
+        folder.append("x.jsonl", [{"key": "b"}, {"key": "c"}])
+    monkeypatch.setattr(store.os, "write", real)
+    assert (tmp_path / "run" / "x.jsonl").read_text() == '{"key": "a"}\n'
+    folder.append("x.jsonl", [{"key": "b"}])
+    assert [r["key"] for r in folder.rows("x.jsonl")] == ["a", "b"]
+    folder.close()
+
+
+@pytest.mark.slow
+def test_train_seal_killed_mid_round_resumes_to_the_same_policy_byte_for_byte(tmp_path, tiny):
+    """kill -9 while round 1's rows are appended, plus the torn half row such a kill leaves: the next
+    `train-seal` (same command, no manual step) ends with the adapter and fingerprint of a run that
+    was never interrupted."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt = tmp_path / "ckpt"
+    tiny.model.save_pretrained(ckpt)
+    tiny.tokenizer.save_pretrained(ckpt)
+    data = write_data_dir(tmp_path / "data", [MADE_UP, MADE_UP_2])
+
+    def cmd(reports):
+        return [sys.executable, "-m", "sealbench.cli", "train-seal", "--preset", "tiny", "--model", str(ckpt),
+                "--device", "cpu", "--heldout-items", "1", "--max-new-tokens", "8", "--max-answer-tokens", "4",
+                "--data-dir", str(data), "--reports-dir", str(reports), "--threads", "1", "--no-progress"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    assert subprocess.run(cmd(tmp_path / "a"), env=env, capture_output=True).returncode == 0
+    proc = subprocess.Popen(cmd(tmp_path / "b"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        rewards = list((tmp_path / "b").glob("seal-rl-*/round_1/rewards.jsonl"))
+        if rewards and rewards[0].read_text().count("\n") >= 1:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    folder_b = next((tmp_path / "b").glob("seal-rl-*"))
+    assert not (folder_b / "COMPLETE").exists()
+    with open(folder_b / "round_1" / "rewards.jsonl", "a") as f:
+        f.write('{"key": "half a ro')
+    assert subprocess.run(cmd(tmp_path / "b"), env=env, capture_output=True).returncode == 0
+    folder_a = next((tmp_path / "a").glob("seal-rl-*"))
+    assert folder_a.name == folder_b.name and (folder_b / "COMPLETE").exists()
+    for name in ("policy_adapter.safetensors", "kept.json"):
+        assert (folder_a / "round_1" / name).read_bytes() == (folder_b / "round_1" / name).read_bytes(), name
+    fp = [json.loads((f / "round_1" / "policy.json").read_text())["fingerprint"] for f in (folder_a, folder_b)]
+    assert fp[0] == fp[1]

@@ -239,3 +239,48 @@ def test_a_run_with_failed_units_exits_1_and_says_where(tmp_path, tiny, capsys):
     err = capsys.readouterr().err
     assert "2 of 2 unit(s) failed" in err and "results.jsonl" in err and "no notes for passage" in err
     assert main(argv + ["--allow-failures"]) == 0
+
+
+def test_changed_gold_answers_under_the_same_path_change_exactly_their_units(tmp_path, tiny):
+    """Identity by content: the same data path with one passage's gold answers changed gives a new
+    run id and eval set, and new keys for that passage's units only (the others are reused)."""
+    passages = synthetic(3)
+    data = write_data_dir(tmp_path / "data", passages)
+    first = run(cfg(tmp_path, data, n_passages=3), loaded=tiny, **QUIET)
+    keys1 = {(r["contender"], r["passage_id"]): r["key"] for r in results(first.folder)}
+    passages[1]["questions"][0]["answer"] = "Someone Else"
+    data = write_data_dir(tmp_path / "data", passages)
+    second = run(cfg(tmp_path, data, n_passages=3), loaded=tiny, **QUIET)
+    assert second.folder != first.folder
+    eval1 = json.loads((first.folder / "config.json").read_text())["eval_set"]
+    eval2 = json.loads((second.folder / "config.json").read_text())["eval_set"]
+    assert eval1 != eval2
+    keys2 = {(r["contender"], r["passage_id"]): r["key"] for r in results(second.folder)}
+    changed = {k for k in keys1 if keys1[k] != keys2[k]}
+    pid = next(r["passage_id"] for r in results(first.folder) if "tower 1?" in r["questions"][0]["question"])
+    assert changed == {(c, pid) for c in ("base", "passage")}
+    assert second.n_computed == 2 and second.n_reused == 4
+    golds = [q["golds"] for r in results(second.folder) if r["passage_id"] == pid for q in r["questions"]]
+    assert ["Someone Else"] in golds
+
+
+def test_a_notes_file_is_keyed_by_each_note_not_by_its_path(tmp_path, tiny):
+    """One passage's note changed under the same path: only that passage's unit gets a new key; the
+    same notes under another path: every unit is reused."""
+    notes = [{"title": p["title"], "context": p["context"], "completions": ["1. a fact"]} for p in (MADE_UP, MADE_UP_2)]
+    data = write_data_dir(tmp_path / "d", [MADE_UP, MADE_UP_2], notes)
+    spec = tmp_path / "teacher.yaml"
+    spec.write_text("name: teacher\nfamily: squad\nedits: file\nfile: notes/teacher.json\n")
+    first = run(cfg(tmp_path, data, contenders=[str(spec)]), loaded=tiny, **QUIET)
+    keys1 = {r["passage_id"]: r["key"] for r in results(first.folder)}
+    notes[1]["completions"] = ["1. another fact"]
+    write_data_dir(tmp_path / "d", [MADE_UP, MADE_UP_2], notes)
+    second = run(cfg(tmp_path, data, contenders=[str(spec)]), loaded=tiny, **QUIET)
+    keys2 = {r["passage_id"]: r["key"] for r in results(second.folder)}
+    assert {p for p in keys1 if keys1[p] != keys2[p]} == {next(r["passage_id"] for r in results(second.folder)
+                                                          if r["self_edits"] == ["1. another fact"])}
+    assert second.folder != first.folder and (second.n_reused, second.n_computed) == (1, 1)
+    (data / "notes" / "teacher.json").rename(data / "notes" / "moved.json")
+    spec.write_text("name: teacher\nfamily: squad\nedits: file\nfile: notes/moved.json\n")
+    third = run(cfg(tmp_path, data, contenders=[str(spec)]), loaded=tiny, **QUIET)
+    assert third.n_computed == 0 and {r["passage_id"]: r["key"] for r in results(third.folder)} == keys2

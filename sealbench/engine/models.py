@@ -103,6 +103,13 @@ def load_model(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto",
             raise ModelLoadError(
                 f"could not load model {spec!r}: {(str(err).splitlines() or [''])[0]} Pass one of {', '.join(MODELS)}, "
                 "a local checkpoint directory, a .gguf file, or a hub id in your local Hugging Face cache.") from err
+        except Exception as err:  # garbage weights: safetensors' header errors, shape mismatches
+            if not isinstance(err, (ValueError, RuntimeError, KeyError)) and "Safetensor" not in type(err).__name__:
+                raise
+            raise ModelLoadError(
+                f"could not load model {spec!r}: the weights in {location} are unreadable "
+                f"({(str(err).splitlines() or [''])[0][:160]}); replace them with a whole checkpoint "
+                "(re-download or re-convert) or pass another --model") from None
     _fix_tokenizer(tokenizer, model.config)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(device).eval()

@@ -236,7 +236,9 @@ def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = 
                            "run `sealbench run ...` (or `sealbench migrate`) first")
     df = select_grader(df, grader)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.csv").write_text(csv_text(df.to_dict("records")))
+    from ..store import write_atomic  # a full disk or a read-only --out: one line, no half file
+
+    write_atomic(out / "results.csv", csv_text(df.to_dict("records")))
     runs = runs_table(df, config_diffs(df))
     runs.to_csv(out / "runs.csv", index=False, lineterminator="\n")
     n_runs = df["run_id"].nunique()
@@ -276,8 +278,8 @@ def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = 
     if skipped:
         md += ["## Not compared\n"] + [f"- {s}" for s in skipped] + [""]
         body.append("<h2>Not compared</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
-    (out / "compare.md").write_text("\n".join(md))
-    (out / "compare.html").write_text(page("sealbench comparison", "\n".join(body)))
+    write_atomic(out / "compare.md", "\n".join(md))
+    write_atomic(out / "compare.html", page("sealbench comparison", "\n".join(body)))
     return {"md": str(out / "compare.md"), "html": str(out / "compare.html"), "png": pngs, "n_runs": n_runs,
             "csv": [str(out / "results.csv"), str(out / "runs.csv")], "skipped": skipped}
 

@@ -208,6 +208,21 @@ def _render_group(g: dict, figs: list[tuple[str, str]], words: str) -> tuple[lis
     return md, body
 
 
+def _none_rewritten(roots) -> None:
+    """A finished run whose summary a process is rewriting (a re-run, `sealbench grade`) has no
+    COMPLETE for a moment: ranking without it would drop it silently, so stop (exit 2) instead."""
+    from ..store import holder_if_in_use
+    from .results import find_run_dirs
+
+    for root in map(Path, roots):
+        for folder in find_run_dirs(root):
+            if (folder / "summary.jsonl").exists() and not (folder / "COMPLETE").exists():
+                holder = holder_if_in_use(folder)
+                if holder:
+                    raise EmptyLeaderboard(f"{folder} is being rewritten by {holder}; build the leaderboard "
+                                           "again when that run finishes")
+
+
 def render(groups: list[dict], roots: list[Path], skipped: list[str], ref_note: str,
            make_plots: bool) -> tuple[str, str]:
     """(leaderboard.md, leaderboard.html body)."""
@@ -239,6 +254,7 @@ def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir
     {md, html, n_groups, n_entries, reference (path or None), skipped}. `grader`: rank only numbers
     measured with it. Raises EmptyLeaderboard, or ValueError when no run has that grader."""
     roots = [Path(r) for r in roots]
+    _none_rewritten(roots)
     df, skipped = load_results(roots)
     df = select_grader(df, grader)
     if grader is None and not df.empty:   # an older version's rows kept by `sealbench grade` are not ranked
@@ -254,9 +270,11 @@ def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir
     ref_note = "" if not refs.empty else f"(SEAL's reference file {ref_file} was not found: no reference rows.)"
     md, body = render(groups, roots, skipped, ref_note, make_plots)
     out = Path(out) if out else roots[0]
+    from ..store import write_atomic
+
     out.mkdir(parents=True, exist_ok=True)
-    (out / "leaderboard.md").write_text(md)
-    (out / "leaderboard.html").write_text(page("sealbench leaderboard", body))
+    write_atomic(out / "leaderboard.md", md)  # a full disk or a read-only --out: one line, no half file
+    write_atomic(out / "leaderboard.html", page("sealbench leaderboard", body))
     return {"md": str(out / "leaderboard.md"), "html": str(out / "leaderboard.html"), "n_groups": len(groups),
             "n_entries": sum(int((g["entries"]["role"] == "contender").sum()) for g in groups),
             "reference": str(ref_file) if not refs.empty else None, "skipped": skipped}

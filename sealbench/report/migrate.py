@@ -289,7 +289,8 @@ def _legacy_key_map(folder: Path, data_dir) -> tuple[dict[str, str], str]:
         rc = RunConfig(**fields, **({"data_dir": str(data_dir)} if data_dir else {})).resolve()
         fam = registry.family(rc.task)
         items, eval_set = fam.load_items(rc)
-        if eval_set != cfg.get("eval_set"):
+        legacy = eval_set_id("seal-eval", [i.id for i in items])  # ids only: folders before 2026-12-02
+        if cfg.get("eval_set") not in (eval_set, legacy):
             return {}, f"the data gives eval set {eval_set}, not {cfg.get('eval_set')}"
         specs = [ContenderSpec.model_validate(c) for c in cfg["contender_specs"]]
         models = man.get("models") or {}

@@ -101,7 +101,9 @@ def make_row(**fields) -> dict:
 
 
 def eval_set_id(name: str, item_ids: list[str]) -> str:
-    """`<name>-<count>-<8 hex of sha256 over the ids, one a line>`, e.g. seal-eval-200-3f9a1c2b."""
+    """`<name>-<count>-<8 hex of sha256 over the ids, one a line>`, e.g. seal-eval-200-3f9a1c2b.
+    Families pass `<id>@<content digest>` so that the set's identity is its content (changed golds
+    under the same ids are another set); folders written before 2026-12-02 hashed the ids alone."""
     digest = hashlib.sha256("\n".join(map(str, item_ids)).encode()).hexdigest()[:8]
     return f"{name}-{len(item_ids)}-{digest}"
 
@@ -150,7 +152,11 @@ def read_run_rows(folder: Path) -> pd.DataFrame:
     Raises ValueError naming the file and line when a complete line is not JSON."""
     folder, rows = Path(folder), []
     if (folder / "summary.jsonl").exists():
-        lines = (folder / "summary.jsonl").read_text().split("\n")
+        try:
+            lines = (folder / "summary.jsonl").read_text(encoding="utf-8").split("\n")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{folder / 'summary.jsonl'} is not UTF-8 (byte {err.start}); delete it and COMPLETE "
+                             "and re-run the run's command to rebuild it from results.jsonl") from None
         for i, line in enumerate(lines[:-1], 1):
             try:
                 rows += [json.loads(line)] if line.strip() else []
@@ -158,7 +164,11 @@ def read_run_rows(folder: Path) -> pd.DataFrame:
                 raise ValueError(f"{folder / 'summary.jsonl'}:{i}: not JSON ({err.msg})") from err
         return rows_to_frame(rows)
     if (folder / "summary.csv").exists():
-        return rows_to_frame(pd.read_csv(folder / "summary.csv", keep_default_na=False, na_values=[""]))
+        try:
+            return rows_to_frame(pd.read_csv(folder / "summary.csv", keep_default_na=False, na_values=[""]))
+        except (UnicodeDecodeError, pd.errors.ParserError) as err:
+            raise ValueError(f"{folder / 'summary.csv'} cannot be read ({str(err).splitlines()[0][:120]}); "
+                             "delete the folder or re-run it") from None
     return rows_to_frame([])
 
 

@@ -240,7 +240,9 @@ def view(folder: str | Path, out: str | Path | None = None, data_dir: str | None
 def main(argv: list[str] | None = None) -> int:
     """`sealbench view RUN_DIR [--out FILE] [--data-dir D] [--grader NAME] [--open]`; exit 2 (one line)
     for a missing, unfinished or unreadable folder, or a grader the run has no verdicts of."""
-    p = argparse.ArgumentParser(prog="sealbench view", description="Browse one run folder as an HTML page.")
+    from ..cli import Parser  # no prefixes taken for flags; an unknown flag is answered with view's own
+
+    p = Parser(prog="sealbench view", description="Browse one run folder as an HTML page.")
     p.add_argument("dir", metavar="RUN_DIR")
     p.add_argument("--out", default=None, help="the page to write (default RUN_DIR/view.html)")
     p.add_argument("--data-dir", default=None, help="where the items' data lives (default: the run's)")

@@ -33,7 +33,7 @@ from ..families.base import derive_seed
 from ..report.results import eval_set_id, make_row, run_markdown
 from ..stats import mean_ci, paired_difference
 from ..store import RunFolder, build_manifest, now_iso, write_json
-from .policy import Policy, chain_fingerprint, rl_run_id
+from .policy import Policy, chain_fingerprint, rl_data_digest, rl_run_id
 
 
 def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: str) -> list[dict]:
@@ -59,22 +59,23 @@ def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: s
     return kept
 
 
-def ensure_policy(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) -> Policy:
+def ensure_policy(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None,
+                  quarantine: bool = False) -> Policy:
     """The finished policy for `cfg` from `reports_dir`, training (or resuming) it there first when
     needed. Runs call this before they start; they never train inside a run."""
-    return train(cfg, reports_dir, data_dir, progress, say)
+    return train(cfg, reports_dir, data_dir, progress, say, quarantine)
 
 
-def remaining_edits(cfg: RLConfig, reports_dir, base_fingerprint: str) -> int:
+def remaining_edits(cfg: RLConfig, reports_dir, base_fingerprint: str, data_dir=None) -> int:
     """Inner-loop reward edits still to run for `cfg` (rounds without a policy), for progress bars."""
-    folder = Path(reports_dir) / rl_run_id(cfg, base_fingerprint)
+    folder = Path(reports_dir) / rl_run_id(cfg, base_fingerprint, data_dir=data_dir)
     if (folder / "COMPLETE").exists():
         return 0
     todo = sum(not (folder / f"round_{r}" / "policy.json").exists() for r in range(1, cfg.rounds + 1))
     return todo * cfg.n_items * cfg.k * cfg.repeats
 
 
-def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) -> Policy:
+def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None, quarantine: bool = False) -> Policy:
     """Run (or resume, or find finished) the RL run of `cfg` under `reports_dir`; its policy.
     `progress`: a bool, or a tqdm bar to advance (a run's one overall bar)."""
     say = say or (lambda m: print(m, file=sys.stderr))
@@ -83,10 +84,11 @@ def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) ->
     items = hooks.train_items(cfg, data_dir)
     heldout = hooks.heldout_items(cfg, data_dir)
     loaded = load_model(cfg.model, cfg.device, cfg.dtype)
-    rid = rl_run_id(cfg, loaded.fingerprint)
+    data_digest = rl_data_digest(items + heldout)
+    rid = rl_run_id(cfg, loaded.fingerprint, data_digest)
     resolved = {"kind": "seal-rl", **cfg.identity(), "item_ids": [i.id for i in items],
-                "heldout_ids": [i.id for i in heldout]}
-    with RunFolder.open(reports_dir, rid, resolved) as folder, _reward_workers(cfg) as remote:
+                "heldout_ids": [i.id for i in heldout], "data_digest": data_digest}
+    with RunFolder.open(reports_dir, rid, resolved, quarantine=quarantine) as folder, _reward_workers(cfg) as remote:
         if (folder.path / "COMPLETE").exists():
             return Policy.from_folder(folder.path, cfg)
         say(f"SEAL RL run: {folder.path} ({cfg.rounds} round(s), {len(items)} items x k={cfg.k} x {cfg.repeats} repeats)")
@@ -94,7 +96,7 @@ def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None) ->
             folder.write_manifest(build_manifest(resolved, {"base": loaded.describe()}, loaded.device))
         fingerprint = loaded.fingerprint
         progress = progress if hasattr(progress, "update") else _bar(
-            remaining_edits(cfg, reports_dir, loaded.fingerprint), progress)
+            remaining_edits(cfg, reports_dir, loaded.fingerprint, data_dir), progress)
         _heldout(hooks, folder, loaded, heldout, cfg, 0, progress)
         for r in range(1, cfg.rounds + 1):
             rdir = folder.path / f"round_{r}"
@@ -264,7 +266,7 @@ def _summary_rows(folder, cfg: RLConfig, rid: str, loaded, heldout: list, items:
                   contender="seal", grader="exact-grid" if cfg.family == "arc" else cfg.grader,
                   device=json.loads((folder.path / "manifest.json").read_text()).get("device_name", ""),
                   seed=cfg.seed, written=now_iso())
-    train_set = eval_set_id("rl-train", [i.id for i in items])
+    train_set = eval_set_id("rl-train", [f"{i.id}@{i.digest}" for i in items])
     rows = []
     for r in range(1, cfg.rounds + 1):
         st = json.loads((folder.path / f"round_{r}" / "stats.json").read_text())
@@ -273,7 +275,7 @@ def _summary_rows(folder, cfg: RLConfig, rid: str, loaded, heldout: list, items:
             rows.append(make_row(**common, eval_set=train_set, metric=metric, at=f"round={r}", value=s["mean"],
                                  ci_low=s["ci_low"], ci_high=s["ci_high"], n=s["n"], unit="edits"))
     if heldout:
-        held_set = eval_set_id("seal-eval", [i.id for i in heldout])
+        held_set = eval_set_id("seal-eval", [f"{i.id}@{i.digest}" for i in heldout])
         acc = {r: {x["key"]: x["accuracy"] for x in folder.rows(f"round_{r}/heldout.jsonl")}
                for r in range(cfg.rounds + 1)}
         for r in range(cfg.rounds + 1):

@@ -79,10 +79,29 @@ def chain_fingerprint(parent: str, adapter_file: Path) -> str:
     return hashlib.sha256((parent + digest).encode()).hexdigest()[:16]
 
 
-def rl_run_id(config: RLConfig, base_fingerprint: str) -> str:
+def rl_data_digest(items: list) -> str:
+    """The content of an RL run's items (training pool, then held-out), not their paths or ids only:
+    the same file with changed passages or answers is another RL run."""
+    return stable_hash([f"{i.id}@{i.digest}" for i in items], 16)
+
+
+def rl_items(config: RLConfig, data_dir=None) -> tuple[list, list]:
+    """The RL run's training items and held-out items (the family's RL hooks)."""
+    from .. import registry
+
+    hooks = registry.family(config.task).rl
+    return hooks.train_items(config, data_dir), hooks.heldout_items(config, data_dir)
+
+
+def rl_run_id(config: RLConfig, base_fingerprint: str, data_digest: str | None = None, data_dir=None) -> str:
+    """`seal-rl-<family>-<model>-<hash of the RL config, the base weights and the items' content>`."""
     model = Path(str(config.model)).name.replace(".gguf", "")
     family = "arc" if config.family == "arc" else "squad"
-    return f"seal-rl-{family}-{model}-{stable_hash({'config': config.identity(), 'model': base_fingerprint}, 10)}".lower()
+    if data_digest is None:
+        train, heldout = rl_items(config, data_dir)
+        data_digest = rl_data_digest(train + heldout)
+    ident = {"config": config.identity(), "model": base_fingerprint, "data": data_digest}
+    return f"seal-rl-{family}-{model}-{stable_hash(ident, 10)}".lower()
 
 
 def policy_config(run: RunConfig, contender) -> RLConfig:

@@ -27,9 +27,12 @@ class SquadFamily:
         """SEAL's evaluation passages (the first n_passages) and the evaluation set's id."""
         n = config.n_passages
         passages = seal_eval_passages(n, config.data_dir)
+        if len(passages) < n and config.protocol == "cpt":
+            raise DataError(f"--cpt-n {n}: the data has only {len(passages)} evaluation passages; lower --cpt-n")
         if len(passages) < n:
             raise DataError(f"n_passages = {n} asked, but the data has only {len(passages)} evaluation passages")
-        return passages, eval_set_id("seal-eval", [p.id for p in passages])
+        # by content (id@digest, as ARC): the same ids with other golds are another evaluation set
+        return passages, eval_set_id("seal-eval", [f"{p.id}@{p.digest}" for p in passages])
 
     def plan(self, config, contenders, items, sources, fingerprints):
         return protocols.plan(config, contenders, items, sources, fingerprints)

@@ -38,8 +38,10 @@ def settings_identity(config: RunConfig, with_grader: bool = False) -> dict:
 
 
 def procedure(c) -> dict:
-    """What a contender does (its name and description are not part of its results' identity)."""
-    return c.model_dump(mode="json", exclude={"name", "description", "k", "role"})
+    """What a contender does (its name and description are not part of its results' identity, nor
+    is where its notes file lies: each note's text is in its self-edit's key, edits.py)."""
+    where = {"file"} if c.edits == "file" else set()  # others keep `file: null` (their keys unchanged)
+    return c.model_dump(mode="json", exclude={"name", "description", "k", "role", *where})
 
 
 def plan(config: RunConfig, contenders: list, passages: list, sources, fingerprints: dict,

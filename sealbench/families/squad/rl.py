@@ -16,7 +16,13 @@ from .prompts import self_edit_prompt
 class SquadRL:
     def train_items(self, cfg, data_dir) -> list:
         """SEAL's RL pool (SQuAD train, 100 passages), the first n_items with questions."""
-        return [p for p in load_passages("train", data_dir) if p.questions][: cfg.n_items]
+        pool = [p for p in load_passages("train", data_dir) if p.questions]
+        if len(pool) < cfg.n_items:
+            from .data import DataError
+
+            raise DataError(f"n_items = {cfg.n_items}: the RL pool has only {len(pool)} passages with questions; "
+                            f"lower --n-items (or n_items: in the RL preset) to at most {len(pool)}")
+        return pool[: cfg.n_items]
 
     def heldout_items(self, cfg, data_dir) -> list:
         """SEAL's evaluation passages (never the RL pool), the first heldout_items."""
