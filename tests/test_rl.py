@@ -112,7 +112,13 @@ def test_an_invalid_self_edit_earns_reward_0_with_its_reason(setup, tiny):
     with Engine(tiny, cfg.inner_lora, 2) as engine:
         out = hooks.reward(engine, [(p, too_long, 1), (p, "1. one statement", 2)], cfg.updated(inner=cfg.inner.model_copy(update={"epochs": 1})))
     assert out[0]["reward"] == 0.0 and "5 statements (limit 3)" in out[0]["details"]["error"]
+    assert out[0]["details"]["invalid"] and not out[1]["details"]["invalid"]
     assert out[1]["details"]["error"] is None
+    # an invalid self-edit is never kept, even where every sample of the item earned 0
+    samples = [{"item_id": p.id, "sample": 0, "reward": 0.0, "invalid": True},
+               {"item_id": p.id, "sample": 1, "reward": 0.0, "invalid": False}]
+    assert [s["sample"] for s in rl_loop.select_kept(samples, None, "top1")] == [1]
+    assert rl_loop.select_kept(samples[:1], None, "top1") == []
 
 
 def test_the_seal_contender_uses_a_policy_trained_once(setup, monkeypatch):

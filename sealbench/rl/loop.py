@@ -41,8 +41,10 @@ def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: s
 
     `top1` (SEAL, knowledge): the best mean reward per item (ties: the lowest sample index).
     `beats-passage`: the same, kept only where it beats that item's passage-only reward.
-    `all-correct` (SEAL, ARC): every sample with reward 1. Raises ValueError for other rules."""
-    ordered = sorted(samples, key=lambda s: (s["item_id"], s["sample"]))
+    `all-correct` (SEAL, ARC): every sample with reward 1. A self-edit the validity rule rejected
+    (`invalid: True`, e.g. more than max_statements statements) is never kept, whatever the rule.
+    Raises ValueError for other rules."""
+    ordered = sorted((s for s in samples if not s.get("invalid")), key=lambda s: (s["item_id"], s["sample"]))
     if rule == "all-correct":
         return [s for s in ordered if s["reward"] >= 1.0]
     if rule not in ("top1", "beats-passage"):
@@ -146,7 +148,8 @@ def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, pare
     for ready in _whole_samples(scored, todo, cfg.repeats):
         rows = [{"key": s["key"], "item_id": s["item_id"], "sample": s["sample"], "text": s["text"],
                  "reward": sum(m["reward"] for m in mine) / cfg.repeats,
-                 "rewards": [m["reward"] for m in mine], "details": [m.get("details") for m in mine]}
+                 "rewards": [m["reward"] for m in mine], "details": [m.get("details") for m in mine],
+                 "invalid": any((m.get("details") or {}).get("invalid") for m in mine)}
                 for s, mine in ready]
         folder.append(f"{name}/rewards.jsonl", rows)
         rewards.update({row["key"]: row for row in rows})

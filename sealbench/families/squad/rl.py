@@ -46,21 +46,24 @@ class SquadRL:
         """Rewards of [(passage, notes text, seed)] as their episodes finish: yields lists of (index
         into batch, {reward: adapted accuracy, details}). The whole batch is one queue through the
         engine's slots (longest edits first). A self-edit is made into training sequences by the
-        rule every run uses (`build_texts`: at most `max_statements` statements); an invalid one,
-        or a failed episode (e.g. a NaN loss), earns 0 with its reason in details.error."""
-        episodes = []
+        rule every run uses (`build_texts`: at most `max_statements` statements); an invalid one
+        earns 0 with its reason in details.error and details.invalid set (the round never keeps
+        it), a failed episode (e.g. a NaN loss) earns 0 with its reason."""
+        episodes, invalid = [], set()
         for p, text, seed in batch:
             key = stable_hash([p.id, text, seed])
             try:
                 texts, _ = build_texts([p], [[text] if with_notes else []], cfg.prompt, True, cfg.max_statements)
                 episodes.append(Episode(key, [p], texts, seed))
             except EditError as err:
+                invalid.add(len(episodes))
                 episodes.append(Episode(key, [p], [], seed, error=str(err)))
         index = {id(e): i for i, e in enumerate(episodes)}
         answer = AnswerSettings(cfg.answer_style, cfg.max_answer_tokens, cfg.answer_stops)
         for done in iter_episodes(engine, episodes, cfg.inner, answer, get_grader(cfg.grader)):
             yield [(index[id(e)], {"reward": r.get("accuracy", 0.0) if r["status"] == "ok" else 0.0,
-                                   "details": {"error": r["error"], "train_s": r["timing"]["train_s"],
+                                   "details": {"error": r["error"], "invalid": index[id(e)] in invalid,
+                                               "train_s": r["timing"]["train_s"],
                                                "answer_s": r["timing"]["answer_s"]}}) for e, r in done]
 
     def baselines(self, engine, items: list, cfg, r: int) -> dict[str, float]:
