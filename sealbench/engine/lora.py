@@ -159,6 +159,10 @@ class AdapterBank:
         self._a_bound = torch.cat([torch.full((d_in * r,), 1.0 / math.sqrt(d_in), dtype=dtype)
                                    for d_in, _ in self.shapes]).to(device)
         self.history: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(targets)
+        # Training passes of a static shape (engine/train.py StaticPass), one per shape, and the
+        # CUDA graph memory pool they share: they point at this bank's tensors, so they live with it.
+        self.static_passes: dict = {}
+        self.graph_pool = None
         self._installed: list[tuple[nn.Module, str, nn.Linear]] = []
         for i, (name, module) in enumerate(targets):
             parent_name, _, attr = name.rpartition(".")

@@ -215,6 +215,12 @@ class _Batch:
     rows_per_group: int
 
 
+def _predicting(ids: list[int], n_context: int) -> range:
+    """Positions of a row that predict a target: the token at p (a target) is predicted at p - 1;
+    the first token and the `n_context` context tokens are never targets."""
+    return range(max(n_context, 1) - 1, len(ids) - 1)
+
+
 def _rows(groups: list[list[tuple[list[int], int]]], pad_id: int, device) -> _Batch:
     """Pad groups of (ids, n_context) to equal row counts and one width (right padding); an
     empty group becomes filler rows with no targets."""
@@ -224,11 +230,10 @@ def _rows(groups: list[list[tuple[list[int], int]]], pad_id: int, device) -> _Ba
     input_ids = [ids + [pad_id] * (width - len(ids)) for ids, _ in rows]
     positions, group_of, counts = [], [], [0] * len(groups)
     for i, (ids, n_context) in enumerate(rows):
-        # the token at p (a target) is predicted at p - 1; the first token is never a target
-        first = max(n_context, 1)
-        positions.extend(range(i * (width - 1) + first - 1, i * (width - 1) + len(ids) - 1))
-        group_of.extend([i // m] * max(0, len(ids) - first))
-        counts[i // m] += max(0, len(ids) - first)
+        predicting = _predicting(ids, n_context)
+        positions.extend(i * (width - 1) + p for p in predicting)
+        group_of.extend([i // m] * len(predicting))
+        counts[i // m] += len(predicting)
     return _Batch(to_device(input_ids, torch.long, device), to_device(positions, torch.long, device),
                   to_device(group_of, torch.long, device), to_device([max(c, 1) for c in counts], torch.float32, device),
                   counts, m)
@@ -629,10 +634,10 @@ class StaticPass:
             for i, (seq, n_context) in enumerate(rows):
                 r = g * m + i
                 ids[r][:len(seq)] = seq
-                first = max(n_context, 1)  # the token at p (a target) is predicted at p - 1
-                for p in range(first - 1, len(seq) - 1):
+                predicting = _predicting(seq, n_context)
+                for p in predicting:
                     mask[r][p] = 1.0
-                count += max(0, len(seq) - first)
+                count += len(predicting)
             counts.append(count)
         fill = members[0][0]
         device = self.bank.device
@@ -661,11 +666,11 @@ def _static_pass(bank: AdapterBank, members: list, pad: int, static: bool | None
     shape = static_shape([rows for _, rows, _ in members])
     if shape is None:
         return None
-    cache = bank.__dict__.setdefault("static_passes", {})
-    if shape not in cache:
-        pool = bank.__dict__.setdefault("graph_pool", torch.cuda.graph_pool_handle() if cuda else None)
-        cache[shape] = StaticPass(bank, shape, pad, capture=cuda, pool=pool)
-    return cache[shape]
+    if shape not in bank.static_passes:
+        if cuda and bank.graph_pool is None:
+            bank.graph_pool = torch.cuda.graph_pool_handle()
+        bank.static_passes[shape] = StaticPass(bank, shape, pad, capture=cuda, pool=bank.graph_pool)
+    return bank.static_passes[shape]
 
 
 def _max_pass_tokens(bank: AdapterBank) -> int:
