@@ -28,8 +28,8 @@ ROW_BYTES = 300 << 20   # activation budget per trained row (a ~400-token sequen
 
 def slots_for_memory(model: torch.nn.Module, lora: LoRASettings, device: str) -> int:
     """How many edits fit at once: 8 on a CPU; on CUDA, 60% of free memory over the per-slot cost
-    (fp32 adapter + gradient + two AdamW moments, 16 bytes per parameter, plus `ROW_BYTES` of
-    activations), rounded down to a power of two, between 1 and `MAX_SLOTS`."""
+    (fp32 adapter + gradient + two AdamW moments, 16 bytes per parameter, the compute copy and its
+    gradient in the model's dtype, plus `ROW_BYTES` of activations), rounded down to a power of two, between 1 and `MAX_SLOTS`."""
     if not str(device).startswith("cuda"):
         return CPU_SLOTS
     per_slot = 0
@@ -37,7 +37,8 @@ def slots_for_memory(model: torch.nn.Module, lora: LoRASettings, device: str) ->
         if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in lora.targets:
             per_slot += lora.r * (module.in_features + module.out_features)
     free, _ = torch.cuda.mem_get_info(torch.device(device))
-    k = int(0.6 * free / (16 * per_slot + ROW_BYTES))
+    compute = 2 * next(model.parameters()).element_size()
+    k = int(0.6 * free / ((16 + compute) * per_slot + ROW_BYTES))
     return max(1, min(MAX_SLOTS, 1 << max(0, k.bit_length() - 1)))
 
 

@@ -7,11 +7,13 @@ G groups of m rows, group g routed to slot `slots[g]`. The adapter's contributio
 matmuls, `(x_g @ A[slot_g]) @ B[slot_g] * alpha / r`, so nothing mixes between slots: a row's
 output, and every gradient that reaches slot s, depends only on the rows routed to s.
 
-Storage: every layer's A is a leaf parameter that is a view into one flat buffer (slots x ΣA),
-likewise B, and their gradients are views into flat gradient buffers (autograd accumulates into an
-existing .grad in place), so resets, the optimizer and per-edit gradient norms (engine/train.py)
-cost a few kernels for the whole model. (Slicing one big parameter per layer instead would make
-every layer's backward materialise a full-size zero gradient.)
+Storage: the fp32 master adapters are two flat buffers (slots x ΣA, slots x ΣB) with flat
+gradient buffers, so resets, the optimizer and per-edit gradient norms (engine/train.py) cost a few
+kernels for the whole model. The forward pass computes with a copy in the model's dtype whose
+per-layer factors are leaf parameters viewing the copy's flat buffer, their gradients views into
+its flat gradient buffer (autograd accumulates into an existing .grad in place; slicing one big
+parameter per layer instead would make every layer's backward materialise a full-size zero
+gradient). A training pass gathers its own slots into the copy's first rows (Routing.compact).
 Rows routed to no slot (None) see the frozen base model: their adapter delta is multiplied by
 exact zeros, so base-model and adapted answers share one generation batch.
 
@@ -34,11 +36,21 @@ from ..config import LoRASettings
 class Routing:
     """Rows of a batch as `len(slots)` contiguous groups of `rows_per_group` rows; group g uses
     adapter slot `slots[g]`, or the frozen base model where `slots[g]` is None. A batch whose
-    groups differ in size is routed one row per group."""
+    groups differ in size is routed one row per group.
 
-    def __init__(self, slots: list[int | None], rows_per_group: int, n_slots: int, device):
+    `compact` (training): the groups' adapters are gathered once per pass into the first
+    `len(slots)` rows of the bank's compute copy, and group g computes with row g, so a pass costs
+    memory traffic and kernels in proportion to its own slots, not to the bank's (a pass of one
+    live row in a bank of 256 would otherwise copy and collect all 256 adapters). Otherwise
+    (answering) the whole bank is copied once per generation and each layer picks its groups'."""
+
+    def __init__(self, slots: list[int | None], rows_per_group: int, n_slots: int, device,
+                 compact: bool = False):
+        if compact and any(s is None for s in slots):
+            raise ValueError("a compact (training) routing has no base-model groups")
         self.rows_per_group = rows_per_group
         self.n_groups = len(slots)
+        self.compact = compact
         # Slots 0..G-1 in order, one group each: the stacked tensors are used as they are (no gather).
         self.identity = list(slots) == list(range(len(slots))) and len(slots) == n_slots
         self.prefix = list(slots) == list(range(len(slots)))
@@ -55,7 +67,7 @@ class Routing:
         route = cls.__new__(cls)
         route.rows_per_group, route.n_groups = rows_per_group, slots.shape[0]
         route.identity = route.prefix = False
-        route.slots, route.keep = slots, None
+        route.slots, route.keep, route.compact = slots, None, True
         return route
 
     def pick(self, stacked: torch.Tensor) -> torch.Tensor:
@@ -103,9 +115,8 @@ class LoRALinear(nn.Module):
         # (slots, d_in, r), (slots, r, d_out) in the model's dtype: the fp32 master adapters' copy
         # for this pass (mixed precision; see AdapterBank.route).
         a, b = bank.compute_factors(self.index)
-        if a.dtype != x.dtype:  # a bank without a compute copy under a model of another dtype
-            a, b = a.to(x.dtype), b.to(x.dtype)
-        a, b = route.pick(a), route.pick(b)
+        if not route.compact:  # compact: row g of the compute copy already holds group g's adapter
+            a, b = route.pick(a), route.pick(b)
         delta = torch.bmm(torch.bmm(xs, a), b)
         hist = bank.history[self.index]
         if hist is not None:
@@ -144,17 +155,15 @@ class AdapterBank:
         self.A = torch.zeros(rows, self.a_offsets[-1], device=device, dtype=dtype)
         self.B = torch.zeros(rows, self.b_offsets[-1], device=device, dtype=dtype)
         self.A_grad, self.B_grad = torch.zeros_like(self.A), torch.zeros_like(self.B)
-        self._a_params, self._b_params = self._leaves(self.A, self.A_grad, self.B, self.B_grad)
-        # A model in lower precision than the adapters computes with a copy of them in its own dtype,
-        # refreshed once per pass (`route`), whose gradients are added to the fp32 ones once per pass
-        # (`collect_gradients`): two kernels for the whole model instead of a cast (and a cast back
-        # in backward) per layer. The numbers are those of casting per layer.
+        self._a_params, self._b_params = self._leaves(self.A, self.B)
+        # The model computes with a copy of the adapters in its own dtype (mixed precision, as PEFT
+        # runs fp32 adapters under a bf16 model), made once per pass (`route`) and whose gradients are
+        # added to the fp32 ones once per pass (`collect_gradients`): two kernels for the whole model
+        # instead of a cast (and a cast back in backward) per layer; the numbers are those of casting
+        # per layer. A model in the adapters' dtype gets a copy too: training passes gather their
+        # slots into it (Routing.compact).
         self.compute_dtype = next(model.parameters()).dtype
-        self._shadow = None
-        if self.compute_dtype != dtype:
-            a, b = self.A.to(self.compute_dtype), self.B.to(self.compute_dtype)
-            a_grad, b_grad = torch.zeros_like(a), torch.zeros_like(b)
-            self._shadow = (a, b, a_grad, b_grad, *self._leaves(a, a_grad, b, b_grad))
+        self.copy = _ComputeCopy(self.A.to(self.compute_dtype, copy=True), self.B.to(self.compute_dtype, copy=True))
         # PEFT's init of A: kaiming_uniform(a=sqrt(5)) on (r, d_in) = U(-1/sqrt(d_in), 1/sqrt(d_in)).
         self._a_bound = torch.cat([torch.full((d_in * r,), 1.0 / math.sqrt(d_in), dtype=dtype)
                                    for d_in, _ in self.shapes]).to(device)
@@ -178,43 +187,53 @@ class AdapterBank:
         """(values, gradients) flat buffers, each (n_slots, n): what the optimizer updates."""
         return [(self.A, self.A_grad), (self.B, self.B_grad)]
 
-    def _leaves(self, a_flat, a_grad, b_flat, b_grad) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """Per-layer leaf parameters viewing flat (slots, ΣA) / (slots, ΣB) buffers, their .grad
-        views into the flat gradient buffers."""
-        a_params, b_params, rows, r = [], [], self.n_slots, self.lora.r
+    def _leaves(self, a_flat, b_flat, a_grad=None, b_grad=None) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """Per-layer leaf parameters viewing flat (rows, ΣA) / (rows, ΣB) buffers, with .grad
+        views into flat gradient buffers where given (autograd accumulates into them in place)."""
+        a_params, b_params, rows, r = [], [], a_flat.shape[0], self.lora.r
         for i, (d_in, d_out) in enumerate(self.shapes):
             for flat, grad, offsets, shape, out in ((a_flat, a_grad, self.a_offsets, (rows, d_in, r), a_params),
                                                     (b_flat, b_grad, self.b_offsets, (rows, r, d_out), b_params)):
-                param = nn.Parameter(flat[:, offsets[i]:offsets[i + 1]].view(shape))
-                param.grad = grad[:, offsets[i]:offsets[i + 1]].view(shape)
+                param = nn.Parameter(flat[:, offsets[i]:offsets[i + 1]].view(shape), requires_grad=grad is not None)
+                if grad is not None:
+                    param.grad = grad[:, offsets[i]:offsets[i + 1]].view(shape)
                 out.append(param)
         return a_params, b_params
 
     def factors(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer `index`'s (A, B): (n_slots, d_in, r) and (n_slots, r, d_out) leaves."""
+        """Layer `index`'s fp32 master (A, B): (n_slots, d_in, r) and (n_slots, r, d_out) views."""
         return self._a_params[index], self._b_params[index]
 
     def compute_factors(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer `index`'s (A, B) in the model's dtype, for a forward pass inside `route`."""
-        if self._shadow is None:
-            return self.factors(index)
-        return self._shadow[4][index], self._shadow[5][index]
+        """Layer `index`'s (A, B) in the model's dtype, for a forward pass inside `route`: the
+        compact pass's first `n_groups` rows (Routing.compact), else all n_slots rows."""
+        route = self.routing
+        rows = route.n_groups if route is not None and route.compact else self.n_slots
+        leaves = self.copy.leaves.get(rows)
+        if leaves is None:
+            c = self.copy
+            leaves = c.leaves[rows] = self._leaves(c.a[:rows], c.b[:rows], c.a_grad[:rows], c.b_grad[:rows])
+        return leaves[0][index], leaves[1][index]
 
-    def collect_gradients(self) -> None:
-        """After a backward pass: add the compute copy's gradients into the fp32 gradients."""
-        if self._shadow is not None:
-            _, _, a_grad, b_grad, _, _ = self._shadow
-            self.A_grad.add_(a_grad)
-            self.B_grad.add_(b_grad)
-            a_grad.zero_()
-            b_grad.zero_()
+    def collect_gradients(self, routing: Routing) -> None:
+        """After a backward pass through `routing`: add the compute copy's gradients into the fp32
+        gradients of the slots they belong to, and zero them."""
+        c = self.copy
+        rows = routing.n_groups if routing.compact else self.n_slots
+        for grad, part in ((self.A_grad, c.a_grad[:rows]), (self.B_grad, c.b_grad[:rows])):
+            if not routing.compact or routing.identity:
+                grad.add_(part)
+            elif routing.prefix:
+                grad[:rows].add_(part)
+            else:  # a slot may appear twice (a static pass's filler groups add exact zeros)
+                grad.index_add_(0, routing.slots, part.to(grad.dtype))
+            part.zero_()
 
     def zero_grad(self) -> None:
         self.A_grad.zero_()
         self.B_grad.zero_()
-        if self._shadow is not None:
-            self._shadow[2].zero_()
-            self._shadow[3].zero_()
+        self.copy.a_grad.zero_()
+        self.copy.b_grad.zero_()
 
     @property
     def n_parameters_per_slot(self) -> int:
@@ -245,10 +264,18 @@ class AdapterBank:
     def route(self, routing: Routing | None):
         """Run the model with rows routed to slots inside this block (None: the base model)."""
         previous, self.routing = self.routing, routing
-        if routing is not None and self._shadow is not None:
+        if routing is not None:
+            c = self.copy
             with torch.no_grad():
-                self._shadow[0].copy_(self.A)
-                self._shadow[1].copy_(self.B)
+                if not routing.compact or routing.identity:
+                    c.a.copy_(self.A)
+                    c.b.copy_(self.B)
+                elif routing.prefix:
+                    c.a[:routing.n_groups].copy_(self.A[:routing.n_groups])
+                    c.b[:routing.n_groups].copy_(self.B[:routing.n_groups])
+                else:
+                    c.a[:routing.n_groups].copy_(self.A.index_select(0, routing.slots))
+                    c.b[:routing.n_groups].copy_(self.B.index_select(0, routing.slots))
         try:
             yield
         finally:
@@ -284,6 +311,16 @@ class AdapterBank:
         for parent, attr, module in self._installed:
             setattr(parent, attr, module)
         self._installed = []
+
+
+class _ComputeCopy:
+    """The adapters in the model's dtype (flat buffers of the bank's shape), their gradients, and
+    per-layer leaf views of their first `rows` rows (`leaves[rows]`, made on first use)."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        self.a, self.b = a, b
+        self.a_grad, self.b_grad = torch.zeros_like(a), torch.zeros_like(b)
+        self.leaves: dict[int, tuple[list[nn.Parameter], list[nn.Parameter]]] = {}
 
 
 def to_device(values: list, dtype, device) -> torch.Tensor:

@@ -533,7 +533,7 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
         layout = list(range(bank.n_slots))
         rows = [by_slot.get(slot, []) for slot in layout]
     batch = _rows(rows, pad, bank.device)
-    routing = Routing(layout, batch.rows_per_group, bank.n_slots, bank.device)
+    routing = Routing(layout, batch.rows_per_group, bank.n_slots, bank.device, compact=True)
     with torch.enable_grad():  # callers may sit inside torch.no_grad()
         with bank.route(routing):
             losses = group_losses(bank.model, batch)
@@ -547,7 +547,7 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
             warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
             finite = torch.isfinite(losses)
             (torch.where(finite, losses, torch.zeros_like(losses)) / accum).sum().backward()
-    bank.collect_gradients()
+    bank.collect_gradients(routing)
     return losses.detach(), counts, batch.rows_per_group * batch.input_ids.shape[1], batch.input_ids.numel()
 
 
@@ -620,7 +620,7 @@ class StaticPass:
             losses = sums * self.inv_count
             finite = torch.isfinite(losses)
             (torch.where(finite, losses, torch.zeros_like(losses)) * self.inv_accum).sum().backward()
-        self.bank.collect_gradients()
+        self.bank.collect_gradients(self.routing)
         return losses.detach()
 
     def __call__(self, members: list[tuple[int, list, int]]) -> tuple:
