@@ -117,6 +117,26 @@ def test_batched_answers_equal_answers_one_at_a_time(tiny, bank):
     assert together[2] == generate(tiny.model, tiny.tokenizer, [reqs[2]])[0]  # slot None = no bank at all
 
 
+def test_static_cache_decoding_equals_transformers_generate(tiny, bank, monkeypatch):
+    """The static-cache decoder (the form CUDA graphs capture) gives the tokens transformers'
+    generate gives with the same sampling rule: greedy and sampled rows, adapter slots and base rows,
+    left padding, per-row lengths, EOS and stop strings (the completion ends where the stop ends)."""
+    from sealbench.engine import generate as gen
+
+    train_edits(bank, tiny.tokenizer, _jobs())
+    reqs = [GenRequest("Zorbian glass\nfact one is", slot=0, max_new_tokens=12),
+            GenRequest("X\n", slot=None, max_new_tokens=20),
+            GenRequest("Quillon river\nsome", slot=1, max_new_tokens=16, temperature=1.0, top_p=0.9, seed=3),
+            GenRequest("Y\na", slot=3, max_new_tokens=7, temperature=0.7, seed=11)]
+    mine = generate(tiny.model, tiny.tokenizer, reqs, bank)
+    stopped = generate(tiny.model, tiny.tokenizer, reqs, bank, stop_strings=["e"])
+    assert any(len(t) > 3 for t in mine) and any(t.endswith("e") for t in stopped)
+    assert gen.static_decoding(tiny.model)
+    monkeypatch.setattr(gen, "static_decoding", lambda model: False)
+    assert generate(tiny.model, tiny.tokenizer, reqs, bank) == mine
+    assert generate(tiny.model, tiny.tokenizer, reqs, bank, stop_strings=["e"]) == stopped
+
+
 def test_sampling_noise_depends_only_on_seed_and_step():
     a = row_uniforms(torch.tensor([5, 9]), 3, 50)
     b = row_uniforms(torch.tensor([9]), 3, 50)
