@@ -217,13 +217,22 @@ class _Decoder:
         self.cache, self.width = cache, width
         self._emit(logits)  # step 0: the first new token
         graph = None
+        cuda = device.type == "cuda"
         for n in range(1, self.max_new):
             if n % self.CHECK_EVERY == 0 and self._finished(n):
                 break
             if graph is not None:
                 graph.replay()
-            elif n == 2 and device.type == "cuda":  # step 1 ran eagerly (the warm-up): capture the rest
-                graph = self._capture()
+            elif n == 1 and cuda:  # the documented warm-up before a capture: a real step, on a side stream
+                side = torch.cuda.Stream(device)
+                side.wait_stream(torch.cuda.current_stream(device))
+                with torch.cuda.stream(side):
+                    self._advance()
+                torch.cuda.current_stream(device).wait_stream(side)
+            elif n == 2 and cuda:  # record the step once (recording runs nothing), then replay it
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self._advance()
                 graph.replay()
             else:
                 self._advance()
@@ -249,17 +258,6 @@ class _Decoder:
         logits = self.model(input_ids=self.token, attention_mask=self.attend, position_ids=self.position,
                             past_key_values=self.cache, use_cache=True, logits_to_keep=1).logits[:, -1]
         self._emit(logits)
-
-    def _capture(self):
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            self._advance()  # step 1, on a side stream before capture (the documented warm-up)
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self._advance()
-        return graph
 
     def _finished(self, n: int) -> bool:
         """Every row at its end (waits for the device once). With stop strings, rows whose text so
