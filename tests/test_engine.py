@@ -164,6 +164,34 @@ def test_an_edit_without_sequences_fails_alone(tiny, bank):
     assert stats[2].error.startswith("nothing to train on") and stats[0].error is None
 
 
+def test_the_optimizer_updates_scattered_slots_as_it_updates_each_alone():
+    """BatchedAdamW gathers scattered slots (more than MAX_RUNS runs) in chunks; the numbers are
+    those of updating each slot alone, and slots not asked for do not change at all."""
+    from sealbench.engine.train import BatchedAdamW
+
+    torch.manual_seed(0)
+    flat = [(torch.randn(12, 30), torch.randn(12, 30)), (torch.randn(12, 7), torch.randn(12, 7))]
+    copy = [(p.clone(), g.clone()) for p, g in flat]
+    slots = [0, 2, 3, 5, 8, 9, 11]
+    lr = [1e-3 * (i + 1) for i in range(len(slots))]
+    wd = [0.0, 0.01, 0.0, 0.1, 0.0, 0.0, 0.02]
+    norm = [0.5, float("inf"), 1.0, 0.1, float("inf"), 2.0, 0.3]
+    gathered, alone = BatchedAdamW(flat), BatchedAdamW(copy)
+    gathered.CHUNK = 3  # several chunks
+    for _ in range(3):  # moments and step counts carry over between steps
+        gathered.step(slots, lr, wd, norm)
+        for i, s in enumerate(slots):
+            alone.step([s], [lr[i]], [wd[i]], [norm[i]])
+        for (p, g), (q, h) in zip(flat, copy):
+            g.copy_(torch.randn_like(g))
+            h.copy_(g)
+    for (p, g), (q, h) in zip(flat, copy):
+        assert torch.equal(p, q)
+    assert torch.equal(gathered.t, alone.t) and gathered.t[1] == 0 and gathered.t[0] == 3
+    for m1, m2 in zip(gathered.exp_avg + gathered.exp_avg_sq, alone.exp_avg + alone.exp_avg_sq):
+        assert torch.equal(m1, m2) and not m1[1].any()
+
+
 def test_one_adapter_equals_peft_with_torch_adamw(tiny):
     """K=1 of the engine is the textbook inner loop: PEFT LoRA (same init) + torch.optim.AdamW."""
     peft = pytest.importorskip("peft")

@@ -161,33 +161,53 @@ class BatchedAdamW:
         """Update `slots` (host list, ascending) with their learning rates, weight decays and
         optional gradient-norm limits (host lists, one per slot). The arithmetic is torch's
         single-tensor AdamW, per slot; other slots are left untouched (parameters, moments, step
-        counts and accumulated gradients). Runs of consecutive slots are updated in place through
-        views (no gather, no scatter); nothing here waits for the GPU."""
-        start = 0
+        counts and accumulated gradients). A few runs of consecutive slots are updated in place
+        through views; scattered slots (a queue's slots after reuse) are gathered, updated and
+        scattered back in chunks, a fixed number of kernels whatever the scatter. Nothing here
+        waits for the GPU."""
+        runs, start = [], 0
         for end in range(1, len(slots) + 1):
             if end == len(slots) or slots[end] != slots[end - 1] + 1:
-                rows = slice(slots[start], slots[end - 1] + 1)
-                part = slice(start, end)
-                self._step_rows(rows, lr[part], weight_decay[part], max_norm[part] if max_norm else None)
+                runs.append((start, end))
                 start = end
+        if len(runs) <= self.MAX_RUNS:
+            for start, end in runs:
+                part = slice(start, end)
+                self._step_rows(slice(slots[start], slots[end - 1] + 1), lr[part], weight_decay[part],
+                                max_norm[part] if max_norm else None)
+            return
+        for start in range(0, len(slots), self.CHUNK):
+            part = slice(start, start + self.CHUNK)
+            self._step_rows(to_device(slots[part], torch.long, self.t.device), lr[part], weight_decay[part],
+                            max_norm[part] if max_norm else None)
 
-    def _step_rows(self, rows: slice, lr: list[float], weight_decay: list[float], max_norm) -> None:
+    MAX_RUNS = 3     # more runs of consecutive slots than this: gather instead of one update per run
+    CHUNK = 32       # slots gathered at once (temporaries: 4 x CHUNK x one flat buffer's row)
+
+    def _step_rows(self, rows, lr: list[float], weight_decay: list[float], max_norm) -> None:
+        """One AdamW update of `rows`: a slice (updated in place through views) or a device index
+        tensor (gathered, updated, written back)."""
         b1, b2 = self.betas
         device = self.params[0].device
-        grads = [g[rows] for g in self.grads]
+        gather = isinstance(rows, torch.Tensor)
+        take = (lambda x: x.index_select(0, rows)) if gather else (lambda x: x[rows])
+        grads = [take(g) for g in self.grads]
         if max_norm is not None:  # torch.nn.utils.clip_grad_norm_, per slot
             norm = torch.sqrt(sum((g.double() ** 2).sum(1) for g in grads))
             coef = torch.clamp(to_device(max_norm, torch.float64, device) / (norm + 1e-6), max=1.0)
             grads = [g * coef.to(g.dtype)[:, None] for g in grads]
-        self.t[rows] += 1
-        t = self.t[rows]
+        if gather:
+            self.t.index_add_(0, rows, torch.ones_like(rows, dtype=self.t.dtype))
+        else:
+            self.t[rows] += 1
+        t = take(self.t)
         dtype = grads[0].dtype
         lr_t = to_device(lr, torch.float64, device)
         step_size = (lr_t / (1 - b1 ** t)).to(dtype)[:, None]
         bc2_sqrt = torch.sqrt(1 - b2 ** t).to(dtype)[:, None]
         decay = (1 - lr_t * to_device(weight_decay, torch.float64, device)).to(dtype)[:, None]
         for p, g, m, v, full_grad in zip(self.params, grads, self.exp_avg, self.exp_avg_sq, self.grads):
-            ps, ms, vs = p[rows], m[rows], v[rows]
+            ps, ms, vs = take(p), take(m), take(v)
             if any(weight_decay):
                 ps.mul_(decay)
             ms.lerp_(g, 1 - b1)
@@ -196,7 +216,13 @@ class BatchedAdamW:
             denom = vs.sqrt().div_(bc2_sqrt).add_(self.eps).div_(step_size)
             ps.addcdiv_(ms, denom, value=-1.0)
             del denom
-            full_grad[rows] = 0
+            if gather:
+                p.index_copy_(0, rows, ps)
+                m.index_copy_(0, rows, ms)
+                v.index_copy_(0, rows, vs)
+                full_grad.index_fill_(0, rows, 0)
+            else:
+                full_grad[rows] = 0
 
 
 def _lm_parts(model):
@@ -363,7 +389,7 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
     padded tokens), a pass's share equally over its edits (their rows are padded alike).
     `slot_seconds` is the wall time from taking the slot to being yielded.
 
-    `static`: passes of at most 2,048 padded tokens take the static shape (`StaticPass`, CUDA-graphed) on
+    `static`: passes of at most 8,192 padded tokens take the static shape (`StaticPass`, CUDA-graphed) on
     CUDA by default (None), always (True: its CPU form, for tests) or never (False).
     """
     slots = list(range(bank.n_slots)) if slots is None else list(slots)
@@ -554,14 +580,15 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
 # ------------------------------------------------------------------ static (captured) passes
 # A pass of a few rows costs ~0.2 s of host time on an H200 (~5,500 kernel launches), whatever its
 # size, and the longest edit's chain of passes bounds a queue however well the slots are packed. A
-# pass of at most 2,048 padded tokens (the tail of a queue) therefore takes a static shape (groups
-# padded to 1, 4 or 16, widths to 128 or 512 tokens), runs the same kernels every time and, on
-# CUDA, is captured once per shape in a CUDA graph and replayed (torch.cuda.graphs). The graphs
-# share one memory pool; the largest holds ~3.5 GB (activations, and logits at every position).
-STATIC_GROUPS = (1, 4, 16)
+# pass of at most 8,192 padded tokens (the tail and most of the body of a reward queue) therefore
+# takes a static shape (groups padded to 1, 4, 16, 32 or 64, widths to 128 or 512 tokens), runs the
+# same kernels every time and, on CUDA, is captured once per shape in a CUDA graph and replayed
+# (torch.cuda.graphs). The graphs share one memory pool; the largest holds ~16 GB (activations, and
+# logits at every position).
+STATIC_GROUPS = (1, 4, 16, 32, 64)
 STATIC_WIDTHS = (128, 512)
-STATIC_TOKENS = 2048
-STATIC_RESERVE = 6 << 30  # bytes kept aside for the graphs' pool when sizing eager passes
+STATIC_TOKENS = 8192
+STATIC_RESERVE = 18 << 30  # bytes kept aside for the graphs' pool when sizing eager passes
 
 
 def static_shape(groups: list[list[tuple[list[int], int]]]) -> tuple[int, int, int] | None:
