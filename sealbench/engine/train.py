@@ -389,7 +389,7 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
     padded tokens), a pass's share equally over its edits (their rows are padded alike).
     `slot_seconds` is the wall time from taking the slot to being yielded.
 
-    `static`: passes of at most 8,192 padded tokens take the static shape (`StaticPass`, CUDA-graphed) on
+    `static`: passes of at most 16,384 padded tokens take the static shape (`StaticPass`, CUDA-graphed) on
     CUDA by default (None), always (True: its CPU form, for tests) or never (False).
     """
     slots = list(range(bank.n_slots)) if slots is None else list(slots)
@@ -578,17 +578,18 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
 
 
 # ------------------------------------------------------------------ static (captured) passes
-# A pass of a few rows costs ~0.2 s of host time on an H200 (~5,500 kernel launches), whatever its
-# size, and the longest edit's chain of passes bounds a queue however well the slots are packed. A
-# pass of at most 8,192 padded tokens (the tail and most of the body of a reward queue) therefore
-# takes a static shape (groups padded to 1, 4, 16, 32 or 64, widths to 128 or 512 tokens), runs the
+# A pass costs ~0.2 s of host time on an H200 (~5,500 kernel launches) whatever its size, while the
+# device needs ~25 ms for 16k tokens of this model: every pass of at most 16,384 padded tokens (at
+# SEAL's batch 1, a full bank of 128 short notes as well as the tail of a queue, where the longest
+# edit's chain of passes bounds a queue however well its slots are packed) therefore takes a static
+# shape (groups padded to 1, 4, 16, 32, 64, 128 or 256, widths to 64, 128 or 512 tokens), runs the
 # same kernels every time and, on CUDA, is captured once per shape in a CUDA graph and replayed
-# (torch.cuda.graphs). The graphs share one memory pool; the largest holds ~16 GB (activations, and
-# logits at every position).
-STATIC_GROUPS = (1, 4, 16, 32, 64)
-STATIC_WIDTHS = (128, 512)
-STATIC_TOKENS = 8192
-STATIC_RESERVE = 18 << 30  # bytes kept aside for the graphs' pool when sizing eager passes
+# (torch.cuda.graphs). The graphs share one memory pool; the largest holds ~30 GB (activations,
+# and logits at every position).
+STATIC_GROUPS = (1, 4, 16, 32, 64, 128, 256)
+STATIC_WIDTHS = (64, 128, 512)
+STATIC_TOKENS = 16384
+STATIC_RESERVE = 32 << 30  # bytes kept aside for the graphs' pool when sizing eager passes
 
 
 def static_shape(groups: list[list[tuple[list[int], int]]]) -> tuple[int, int, int] | None:
