@@ -172,6 +172,7 @@ class AdapterBank:
         # CUDA graph memory pool they share: they point at this bank's tensors, so they live with it.
         self.static_passes: dict = {}
         self.graph_pool = None
+        self.static_tokens: int | None = None  # the largest static pass this bank's memory allows
         self._installed: list[tuple[nn.Module, str, nn.Linear]] = []
         for i, (name, module) in enumerate(targets):
             parent_name, _, attr = name.rpartition(".")

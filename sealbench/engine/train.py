@@ -400,6 +400,7 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
         pass_overhead = GPU_PASS_TOKENS if str(device).startswith("cuda") else CPU_PASS_TOKENS
     # Activations grow with padded tokens: passes are kept under a share of the device's memory.
     max_pass_tokens = _max_pass_tokens(bank)
+    static_tokens = _max_static_tokens(bank)
     flush_at = max(1, flush_at or len(slots) // 4)
     meter = meter if meter is not None else QueueMeter()
     meter.slots = len(slots)
@@ -452,7 +453,7 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
                 for part in buckets(widths, m, pass_overhead, max_tokens=max_pass_tokens):
                     passing = [(members[g].slot, groups[g], jobs[members[g].job].settings.grad_accum_steps)
                                for g in part]
-                    fixed = _static_pass(bank, passing, pad, static)
+                    fixed = _static_pass(bank, passing, pad, static, static_tokens)
                     out = fixed(passing) if fixed is not None else _forward_backward(bank, passing, pad)
                     losses, counts, padded, pass_tokens = out
                     meter.static_passes += fixed is not None
@@ -589,16 +590,17 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
 STATIC_GROUPS = (1, 4, 16, 32, 64, 128, 256)
 STATIC_WIDTHS = (64, 128, 512)
 STATIC_TOKENS = 16384
-STATIC_RESERVE = 32 << 30  # bytes kept aside for the graphs' pool when sizing eager passes
+STATIC_RESERVE = 48 << 30  # bytes kept aside for the graphs' pool (and fragmentation) when sizing eager passes
 
 
-def static_shape(groups: list[list[tuple[list[int], int]]]) -> tuple[int, int, int] | None:
-    """(groups, rows per group, width) of the static pass that holds `groups`, or None."""
+def static_shape(groups: list[list[tuple[list[int], int]]], max_tokens: int = STATIC_TOKENS) -> tuple[int, int, int] | None:
+    """(groups, rows per group, width) of the static pass of at most `max_tokens` padded tokens
+    that holds `groups`, or None."""
     m = max(len(g) for g in groups)
     width = max(len(ids) for g in groups for ids, _ in g)
     n = next((x for x in STATIC_GROUPS if x >= len(groups)), None)
     w = next((x for x in STATIC_WIDTHS if x >= width), None)
-    if n is None or w is None or n * m * w > STATIC_TOKENS:
+    if n is None or w is None or n * m * w > max_tokens:
         return None
     return n, m, w
 
@@ -685,13 +687,13 @@ class StaticPass:
         return losses, counts, m * w, n * m * w
 
 
-def _static_pass(bank: AdapterBank, members: list, pad: int, static: bool | None):
+def _static_pass(bank: AdapterBank, members: list, pad: int, static: bool | None, max_tokens: int = STATIC_TOKENS):
     """The StaticPass for `members` (cached on the bank per shape), or None for an eager pass:
     static passes are used on CUDA by default, or wherever `static` is True (tests on a CPU)."""
     cuda = str(bank.device).startswith("cuda")
     if not (static if static is not None else cuda) or any(h is not None for h in bank.history):
         return None  # a graph would not see continual's history factors (they are replaced per edit)
-    shape = static_shape([rows for _, rows, _ in members])
+    shape = static_shape([rows for _, rows, _ in members], max_tokens)
     if shape is None:
         return None
     if shape not in bank.static_passes:
@@ -699,6 +701,21 @@ def _static_pass(bank: AdapterBank, members: list, pad: int, static: bool | None
             bank.graph_pool = torch.cuda.graph_pool_handle()
         bank.static_passes[shape] = StaticPass(bank, shape, pad, capture=cuda, pool=bank.graph_pool)
     return bank.static_passes[shape]
+
+
+def _max_static_tokens(bank: AdapterBank) -> int:
+    """Padded tokens a static pass may hold: its graph keeps ~2 MB a token in the shared pool
+    (activations, and fp32 logits at every position and their gradient: measured, 30.7 GB for the
+    16,384-token shape), and the pool may take a third of the memory free once the bank is
+    allocated. At most STATIC_TOKENS; STATIC_TOKENS on a CPU. Decided once per bank (the graphs,
+    once captured, hold their pool)."""
+    if bank.static_tokens is None:
+        if str(bank.device).startswith("cuda"):
+            free, _ = torch.cuda.mem_get_info(bank.device)
+            bank.static_tokens = min(STATIC_TOKENS, int(free / 3 / 2_000_000))
+        else:
+            bank.static_tokens = STATIC_TOKENS
+    return bank.static_tokens
 
 
 def _max_pass_tokens(bank: AdapterBank) -> int:
