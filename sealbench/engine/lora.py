@@ -172,7 +172,8 @@ class AdapterBank:
         # CUDA graph memory pool they share: they point at this bank's tensors, so they live with it.
         self.static_passes: dict = {}
         self.graph_pool = None
-        self.static_tokens: int | None = None  # the largest static pass this bank's memory allows
+        self.static_tokens: int | None = None  # the largest static and eager passes this bank's
+        self.eager_tokens: int | None = None   # memory allows (engine/train.py _memory_plan)
         self._installed: list[tuple[nn.Module, str, nn.Linear]] = []
         for i, (name, module) in enumerate(targets):
             parent_name, _, attr = name.rpartition(".")

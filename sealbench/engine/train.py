@@ -399,8 +399,6 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
     if pass_overhead is None:
         pass_overhead = GPU_PASS_TOKENS if str(device).startswith("cuda") else CPU_PASS_TOKENS
     # Activations grow with padded tokens: passes are kept under a share of the device's memory.
-    max_pass_tokens = _max_pass_tokens(bank)
-    static_tokens = _max_static_tokens(bank)
     flush_at = max(1, flush_at or len(slots) // 4)
     meter = meter if meter is not None else QueueMeter()
     meter.slots = len(slots)
@@ -423,6 +421,7 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
     rank = {slot: i for i, slot in enumerate(slots)}
     free = sorted(slots, key=rank.get, reverse=True)  # popped from the end: slots in the order given
     optimizer = BatchedAdamW(bank.flat)
+    static_tokens, max_pass_tokens = _memory_plan(bank)  # once the optimizer's moments are allocated
     bank.zero_grad()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     live: dict[int, _Live] = {}
@@ -590,7 +589,6 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
 STATIC_GROUPS = (1, 4, 16, 32, 64, 128, 256)
 STATIC_WIDTHS = (64, 128, 512)
 STATIC_TOKENS = 16384
-STATIC_RESERVE = 48 << 30  # bytes kept aside for the graphs' pool (and fragmentation) when sizing eager passes
 
 
 def static_shape(groups: list[list[tuple[list[int], int]]], max_tokens: int = STATIC_TOKENS) -> tuple[int, int, int] | None:
@@ -703,30 +701,38 @@ def _static_pass(bank: AdapterBank, members: list, pad: int, static: bool | None
     return bank.static_passes[shape]
 
 
-def _max_static_tokens(bank: AdapterBank) -> int:
-    """Padded tokens a static pass may hold: its graph keeps ~2 MB a token in the shared pool
-    (activations, and fp32 logits at every position and their gradient: measured, 30.7 GB for the
-    16,384-token shape), and the pool may take a third of the memory free once the bank is
-    allocated. At most STATIC_TOKENS; STATIC_TOKENS on a CPU. Decided once per bank (the graphs,
-    once captured, hold their pool)."""
+def _token_bytes(bank: AdapterBank) -> int:
+    """Device memory a training pass holds per padded token: ~40 kB of saved activations a layer
+    (bf16) and ~14 bytes a vocabulary entry (the logits in bf16 and fp32, the log-softmax and the
+    gradient). For SmolLM2-135M that is 1.89 MB; measured on the H200, the 16,384-token static
+    pass's graph held 30.7 GB (1.87 MB a token)."""
+    layers = max(1, len(bank.shapes) // len(bank.lora.targets))
+    vocab = bank.model.get_output_embeddings().weight.shape[0]
+    return 40_000 * layers + 14 * vocab
+
+
+def _memory_plan(bank: AdapterBank) -> tuple[int, int]:
+    """(largest static pass, largest eager pass) in padded tokens, from the memory free once the
+    bank and the optimizer are allocated: the static passes' shared pool may take a third of it
+    (at most STATIC_TOKENS), an eager pass a third of what is left; the rest is headroom (the
+    allocator's fragmentation was ~14 GB on the H200, and answering decodes beside the bank).
+    Decided once per bank (graphs, once captured, hold their pool). Unbounded on a CPU."""
     if bank.static_tokens is None:
         if str(bank.device).startswith("cuda"):
             free, _ = torch.cuda.mem_get_info(bank.device)
-            bank.static_tokens = min(STATIC_TOKENS, int(free / 3 / 2_000_000))
+            per_token = _token_bytes(bank)
+            static = min(STATIC_TOKENS, int(free / 3 / per_token))
+            static = max((x for x in _static_sizes() if x <= static), default=0)
+            bank.static_tokens = static
+            bank.eager_tokens = max(4096, int((free - static * per_token) / 3 / per_token))
         else:
-            bank.static_tokens = STATIC_TOKENS
-    return bank.static_tokens
+            bank.static_tokens, bank.eager_tokens = STATIC_TOKENS, 1 << 62
+    return bank.static_tokens, bank.eager_tokens
 
 
-def _max_pass_tokens(bank: AdapterBank) -> int:
-    """Padded tokens one pass may hold: a third of the free CUDA memory (less what static passes'
-    graphs may take) over ~40 kB of saved activations per token per layer (bf16, measured order
-    of magnitude); unbounded on a CPU."""
-    if not str(bank.device).startswith("cuda"):
-        return 1 << 62
-    layers = max(1, len(bank.shapes) // len(bank.lora.targets))
-    free, _ = torch.cuda.mem_get_info(bank.device)
-    return max(4096, int((free - STATIC_RESERVE) / 3 / (40_000 * layers)))
+def _static_sizes() -> set[int]:
+    """Padded tokens of every static shape at one row per group."""
+    return {n * w for n in STATIC_GROUPS for w in STATIC_WIDTHS}
 
 
 def _sync(device) -> None:
