@@ -71,6 +71,16 @@ def write_json(path: Path, obj) -> None:
     write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
 
 
+def read_json(path: Path, fix: str):
+    """The JSON object in `path`; a file that is not valid JSON (or not UTF-8) is a StoreError naming
+    it and `fix` (what to do about it)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StoreError(f"{path} is not valid JSON ({err}); {fix}") from None
+
+
 def read_rows(path: Path, quarantine: bool = False, keyed: bool = False) -> list[dict]:
     """Rows of a JSONL file. A torn final line is skipped; a corrupt line elsewhere raises
     StoreError naming the file and line, or (quarantine=True) is moved to `<file>.corrupt`.
