@@ -111,15 +111,12 @@ def settings_from_args(args, model: type[BaseModel], prefix: str = "") -> dict:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_run(args) -> int:
-    from . import registry
     from .engine.models import set_threads
     from .runner import run
 
     given = settings_from_args(args, RunConfig)
     if args.all:
-        path, jobs = registry.all_preset(args.preset)
-        jobs = [validate(RunConfig, {**j.model_dump(exclude_unset=True), **given}, f"{path} job {i}")
-                for i, j in enumerate(jobs)]
+        jobs = all_jobs(args.preset, given)
     else:
         jobs = [validate(RunConfig, given, "sealbench run")]
         _no_arc_flags_on_knowledge(jobs[0], given)
@@ -152,19 +149,39 @@ def cmd_run(args) -> int:
     return 1 if failed and not any(j.allow_failures for j in jobs) else 0
 
 
+def all_jobs(preset: str, given: dict) -> list[RunConfig]:
+    """The jobs of `run --all --preset <preset>` with the flags typed (`given`) applied. ARC settings
+    go to the preset's ARC jobs only (on a knowledge job they would change nothing but its run id);
+    a preset without an ARC job refuses them in one line, as `run` does."""
+    from . import registry
+
+    path, jobs = registry.all_preset(preset)
+    knowledge = {k: v for k, v in given.items() if k not in ARC_ONLY}
+    out = []
+    for i, j in enumerate(jobs):
+        job = validate(RunConfig, {**j.model_dump(exclude_unset=True), **given}, f"{path} job {i}")
+        if job.family == "squad" and knowledge != given:
+            job = validate(RunConfig, {**j.model_dump(exclude_unset=True), **knowledge}, f"{path} job {i}")
+        out.append(job)
+    if not any(j.family == "arc" for j in out):
+        _no_arc_flags_on_knowledge(out[0], given, f"preset {path} has no ARC job")
+    return out
+
+
 ARC_ONLY = ("arc_tasks", "n_tasks", "mini_rules", "mini_size", "edit_format", "arc_budget", "rl_tasks", "rl_n_tasks",
-            "ttt", "keep_completions")
+            "ttt", "keep_completions", "train_tasks")
 
 
-def _no_arc_flags_on_knowledge(job: RunConfig, given: dict) -> None:
-    """An ARC setting typed for the knowledge task would change nothing but the run id: refuse it."""
+def _no_arc_flags_on_knowledge(job, given: dict, why: str = "") -> None:
+    """An ARC setting typed for the knowledge task would change nothing but the run id: refuse it.
+    `job`: a RunConfig or RLConfig (`run`, each job of `run --all`, `train-seal`); `given`: the flags typed."""
     if job.family != "squad":
         return
     flags = [f"--ttt-{k.replace('_', '-')}" for k in given.get("ttt", {})] + \
             [f"--{k.replace('_', '-')}" for k in ARC_ONLY if k != "ttt" and k in given]
     if flags:
-        raise ConfigError(f"{' '.join(flags)}: ARC setting(s), unused by task {job.task}; drop them, or pass "
-                          "--task seal_arc_fewshot or seal_arc_mini")
+        raise ConfigError(f"{' '.join(flags)}: ARC setting(s), unused by task {job.task}{f' ({why})' if why else ''}; "
+                          "drop them, or pass --task seal_arc_fewshot or seal_arc_mini")
 
 
 def cmd_train_seal(args) -> int:
@@ -173,7 +190,9 @@ def cmd_train_seal(args) -> int:
     from .rl import ensure_policy
 
     validate(RunConfig, {"threads": args.threads}, "sealbench train-seal")  # --threads 0: one line
-    cfg = registry.rl_preset(args.preset, **settings_from_args(args, RLConfig))
+    given = settings_from_args(args, RLConfig)
+    cfg = registry.rl_preset(args.preset, **given)
+    _no_arc_flags_on_knowledge(cfg, given)
     set_threads(args.threads)
     policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args),
                            quarantine=args.quarantine_corrupt)
@@ -286,7 +305,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run contenders on a task. The run folder is named after the config; "
                                    "finished units of any earlier run with the same content are reused. "
                                    "Unset settings take the protocol's defaults.")
-    p.add_argument("--all", action="store_true", help="run every job of --preset (presets/all/*.yaml)")
+    p.add_argument("--all", action="store_true", help="run every job of --preset (presets/all/*.yaml); other "
+                   "flags override every job, ARC-only flags (--edit-format, --ttt-*, ...) its ARC jobs only")
     p.add_argument("--preset", default="default", help="with --all: smoke | default | paper | path.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",

@@ -502,3 +502,52 @@ def test_a_read_only_compare_output_is_one_line(env, ckpt, capsys, monkeypatch):
     one_error(capsys, main(["compare", str(env / "reports"), "--out", str(out), "--no-plots"]),
               f"cannot write {out / 'results.csv'}: Read-only file system")
     assert not any(out.iterdir())
+
+
+# ------------------------------------------------------------------ issue 24/25: a new-user attack, round 2
+def train_seal(env, ckpt, *extra) -> list[str]:
+    return ["train-seal", "--preset", "tiny", "--model", str(ckpt), "--device", "cpu", "--heldout-items", "0",
+            "--max-new-tokens", "8", "--max-answer-tokens", "4", "--no-progress",
+            "--reports-dir", str(env / "reports"), *extra]
+
+
+def test_a_corrupt_rl_manifest_is_one_line(env, ckpt, capsys, monkeypatch):
+    from sealbench.rl import loop
+
+    def stop(*a, **k):  # the rounds never start: a killed run, and the test stays fast
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_round", stop)
+    assert main(train_seal(env, ckpt)) == 130
+    capsys.readouterr()
+    manifest = next((env / "reports").glob("seal-rl-*")) / "manifest.json"
+    manifest.write_text('{"config": {"kind": "seal-rl"')  # a full disk's half a file
+    line = one_error(capsys, main(train_seal(env, ckpt)), f"{manifest} is not valid JSON")
+    assert "delete that file and re-run the same command" in line
+    assert manifest.read_text() == '{"config": {"kind": "seal-rl"'
+    manifest.unlink()  # the fix the line names works: the run goes on (to the rounds)
+    assert main(train_seal(env, ckpt)) == 130 and json.loads(manifest.read_text())["models"]["base"]["fingerprint"]
+
+
+@pytest.mark.parametrize("flags", [["--edit-format", "guided"], ["--ttt-cap", "64"], ["--mini-rules", "color_map"]])
+def test_arc_flags_on_knowledge_train_seal_are_refused(env, capsys, flags):
+    rc = main(["train-seal", "--preset", "tiny", "--no-progress", "--reports-dir", str(env / "reports")] + flags)
+    one_error(capsys, rc, f"{flags[0]}: ARC setting(s), unused by task seal_squad_nocontext")
+    nothing_written(env)
+
+
+def test_arc_flags_with_run_all_go_to_arc_jobs_only(env, capsys):
+    from sealbench.cli import all_jobs
+
+    knowledge_only = env / "k.yaml"
+    knowledge_only.write_text("jobs:\n  - {task: seal_squad_nocontext, contenders: [base], n_passages: 1}\n")
+    line = one_error(capsys, main(["run", "--all", "--preset", str(knowledge_only), "--dry-run", "--edit-format",
+                                   "guided", "--reports-dir", str(env / "reports")]), "--edit-format: ARC setting")
+    assert f"preset {knowledge_only} has no ARC job" in line
+    nothing_written(env)
+    mixed = env / "m.yaml"
+    mixed.write_text("jobs:\n  - {task: seal_squad_nocontext, contenders: [base], n_passages: 1}\n"
+                     "  - {task: seal_arc_mini, contenders: [icl], n_tasks: 1}\n")
+    plain = all_jobs(str(mixed), {"seed": 3})
+    knowledge, arc = all_jobs(str(mixed), {"seed": 3, "edit_format": "guided", "ttt": {"cap": 64}})
+    assert knowledge == plain[0] and knowledge.seed == 3  # its identity (run id) is unchanged
+    assert arc.edit_format == "guided" and arc.ttt.cap == 64 and arc.seed == 3
