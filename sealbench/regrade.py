@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
-from .store import COMPLETE, RESULTS, StoreError, read_rows, write_atomic
+from .store import COMPLETE, RESULTS, StoreError, read_rows, reader_fix, write_atomic
 
 GRADING_DIR = Path(__file__).resolve().parent / "grading"
 # The modules each grader's verdicts depend on (besides the one that defines its class); `match`
@@ -190,7 +190,7 @@ def agreement(folder: Path, a: str, b: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------------- a run folder
 def _latest(path: Path) -> list[dict]:
-    rows = read_rows(path)
+    rows = read_rows(path, fix=reader_fix(path))
     last = {}
     for r in rows:
         last[r.get("key")] = r
@@ -295,12 +295,12 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
     except Timeout:
         raise StoreError(f"{folder} is in use by another process; wait for it to finish, then grade again") from None
     try:
-        raw = read_rows(folder / RESULTS)
+        raw = read_rows(folder / RESULTS, fix=reader_fix(folder / RESULTS))
         if not any(graded_rows(r) for r in raw):
             raise RegradeError(f"{folder}/results.jsonl holds no stored answers (questions) to grade; run it "
                                f"again with --grader {grader.name}")
         latest = {r.get("key"): r for r in raw}
-        summary = read_rows(folder / "summary.jsonl")
+        summary = read_rows(folder / "summary.jsonl", fix=reader_fix(folder / "summary.jsonl"))
         # Verdicts of another version of this grader are replaced and kept under
         # `<name>@legacy` / `<name>@<old hash>`; so are its results-table rows when every one of
         # its verdicts was of that one older version (else those rows are dropped).

@@ -81,9 +81,23 @@ def read_json(path: Path, fix: str):
         raise StoreError(f"{path} is not valid JSON ({err}); {fix}") from None
 
 
-def read_rows(path: Path, quarantine: bool = False, keyed: bool = False) -> list[dict]:
+QUARANTINE_FIX = "re-run with --quarantine-corrupt to move it aside (its unit is then recomputed)"
+
+
+def reader_fix(path: Path) -> str:
+    """The fix for a corrupt line met by a command that only reads a run folder (view, grade,
+    compare): those have no --quarantine-corrupt; the command that wrote the folder has."""
+    folder = Path(path).parent
+    if Path(path).name == "summary.jsonl":
+        return (f"re-run the `sealbench run` command that wrote {folder} (its manifest.json's `command`): "
+                "it rebuilds the results table from results.jsonl")
+    return (f"delete that line, or re-run the `sealbench run` command that wrote {folder} (its manifest.json's "
+            "`command`) with --quarantine-corrupt: the line is moved aside and its unit recomputed")
+
+
+def read_rows(path: Path, quarantine: bool = False, keyed: bool = False, fix: str = QUARANTINE_FIX) -> list[dict]:
     """Rows of a JSONL file. A torn final line is skipped; a corrupt line elsewhere raises
-    StoreError naming the file and line, or (quarantine=True) is moved to `<file>.corrupt`.
+    StoreError naming the file, the line and `fix`, or (quarantine=True) is moved to `<file>.corrupt`.
     `keyed`: a row that is not an object with a `key` is corrupt too (a run folder's rows)."""
     if not path.exists():
         return []
@@ -101,8 +115,7 @@ def read_rows(path: Path, quarantine: bool = False, keyed: bool = False) -> list
             rows.append(row)
         except (UnicodeDecodeError, ValueError) as err:
             if not quarantine:
-                raise StoreError(f"{path}:{n} is not a valid row ({err}); re-run with --quarantine-corrupt "
-                                 "to move it aside (its unit is then recomputed)") from None
+                raise StoreError(f"{path}:{n} is not a valid row ({err}); {fix}") from None
             bad.append(line)
     if bad:
         with open(path.with_name(path.name + ".corrupt"), "ab") as f:

@@ -551,3 +551,23 @@ def test_arc_flags_with_run_all_go_to_arc_jobs_only(env, capsys):
     knowledge, arc = all_jobs(str(mixed), {"seed": 3, "edit_format": "guided", "ttt": {"cap": 64}})
     assert knowledge == plain[0] and knowledge.seed == 3  # its identity (run id) is unchanged
     assert arc.edit_format == "guided" and arc.ttt.cap == 64 and arc.seed == 3
+
+
+@pytest.mark.parametrize("command", ["view", "grade"])
+@pytest.mark.parametrize("name", ["results.jsonl", "summary.jsonl"])
+def test_a_corrupt_row_seen_by_a_reader_suggests_what_works(env, ckpt, capsys, command, name):
+    """view and grade have no --quarantine-corrupt: the line names what does work."""
+    folder = finished(env, ckpt, capsys)
+    rows = (folder / name).read_text().splitlines()
+    (folder / name).write_text("\n".join(["{not json"] + rows[1:]) + "\n")
+    argv = [command, str(folder)] + (["--grader", "em"] if command == "grade" else ["--out", str(env / "v.html")])
+    line = one_error(capsys, main(argv), f"{folder / name}:1")
+    assert "--quarantine-corrupt" not in line or "sealbench run" in line, line
+    assert f"re-run the `sealbench run` command that wrote {folder}" in line
+    assert not (env / "v.html").exists()
+    if name == "results.jsonl":  # the fix the line names works
+        assert main(tiny_run(env, ckpt, "--quarantine-corrupt")) == 0
+    else:
+        assert main(tiny_run(env, ckpt)) == 0
+    capsys.readouterr()
+    assert main(argv) == 0

@@ -161,7 +161,10 @@ def read_run_rows(folder: Path) -> pd.DataFrame:
             try:
                 rows += [json.loads(line)] if line.strip() else []
             except json.JSONDecodeError as err:
-                raise ValueError(f"{folder / 'summary.jsonl'}:{i}: not JSON ({err.msg})") from err
+                from ..store import reader_fix
+
+                raise ValueError(f"{folder / 'summary.jsonl'}:{i}: not JSON ({err.msg}); "
+                                 f"{reader_fix(folder / 'summary.jsonl')}") from None
         return rows_to_frame(rows)
     if (folder / "summary.csv").exists():
         try:
