@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
-from .store import COMPLETE, RESULTS, StoreError, read_rows, reader_fix, write_atomic
+from .store import COMPLETE, RESULTS, StoreError, read_rows, reader_fix, short_results, write_atomic
 
 GRADING_DIR = Path(__file__).resolve().parent / "grading"
 # The modules each grader's verdicts depend on (besides the one that defines its class); `match`
@@ -273,6 +273,9 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as err:
         raise RegradeError(f"{folder}/config.json cannot be read ({err}); pass a run folder") from None
+    short = short_results(folder)
+    if short:
+        raise RegradeError(short)
     if cfg.get("task") != "seal_squad_nocontext" and "kind" not in cfg:
         raise RegradeError(f"{folder} is a {cfg.get('task')} run: only knowledge (seal_squad_nocontext) "
                            "answers are graded by match|em|f1|judge")

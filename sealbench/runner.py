@@ -176,7 +176,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
             failures = [f"{u.label}: {rows_by_key[u.key]['error']}" for u in plan
                         if u.key in rows_by_key and rows_by_key[u.key]["status"] != "ok"]
             if len(rows_by_key) == len(plan):
-                folder.finish(table, markdown)
+                folder.finish(table, markdown, len(plan))
     except GraderError:
         if new:  # the grader failed before any row (a judge's key, URL or model): leave no half folder
             _drop_if_empty(Path(cfg.reports_dir) / rid)

@@ -6,7 +6,7 @@
         results.jsonl   one row per finished unit (append-only, fsynced; the newest row of a key wins)
         self_edits.jsonl  every generated or fetched self-edit
         summary.jsonl / summary.csv / summary.md   the results table (report/results.py)
-        COMPLETE        written last, once every planned unit has a row
+        COMPLETE        written last, once every planned unit has a row (the time, the unit count)
 
 A folder is created only once its run can start (the model loaded), so a failed start leaves
 nothing behind. A run holds the folder's lock (`filelock`) while it writes; a second process names
@@ -241,15 +241,50 @@ class RunFolder:
     def write_manifest(self, manifest: dict) -> None:
         write_json(self.path / "manifest.json", manifest)
 
-    def finish(self, rows: list[dict], markdown: str) -> None:
-        """Write the results table files, then COMPLETE last (a kill in between leaves none)."""
+    def finish(self, rows: list[dict], markdown: str, n_units: int | None = None) -> None:
+        """Write the results table files, then COMPLETE last (a kill in between leaves none).
+        COMPLETE holds the time and, with `n_units`, how many unit rows results.jsonl holds, so a
+        reader can tell a truncated or deleted results.jsonl (`short_results`)."""
         from .report.results import csv_text, jsonl_text
 
         (self.path / COMPLETE).unlink(missing_ok=True)
         write_atomic(self.path / "summary.jsonl", jsonl_text(rows))
         write_atomic(self.path / "summary.csv", csv_text(rows))
         write_atomic(self.path / "summary.md", markdown)
-        write_atomic(self.path / COMPLETE, now_iso() + "\n")
+        units = f"{RESULTS}: {n_units} units\n" if n_units is not None else ""
+        write_atomic(self.path / COMPLETE, now_iso() + "\n" + units)
+
+
+def short_results(folder: Path) -> str | None:
+    """One line when a finished folder's results.jsonl holds fewer unit rows than its COMPLETE
+    records (truncated, emptied or deleted after the run), with the fix; else None. Folders whose
+    COMPLETE records no count (older ones, SEAL RL runs) are not checked. Reads only."""
+    folder = Path(folder)
+    try:
+        lines = (folder / COMPLETE).read_text(encoding="utf-8", errors="replace").splitlines()
+        want = next(int(x.split(":", 1)[1].split()[0]) for x in lines if x.startswith(f"{RESULTS}:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    path = folder / RESULTS
+    keys = set()
+    try:
+        for line in path.read_bytes().split(b"\n"):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "key" in row:
+                keys.add(row["key"])
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    if len(keys) >= want:
+        return None
+    what = "is missing" if not path.exists() else f"holds {len(keys)} of the {want} unit rows"
+    return (f"{path} {what} (its COMPLETE records {want}; truncated or deleted after the run); re-run the "
+            f"`sealbench run` command that wrote {folder} (its manifest.json's `command`) to rebuild it "
+            "(missing units are reused from other runs or recomputed)")
 
 
 def _cut_torn_tail(path: Path) -> int:

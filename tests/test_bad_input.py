@@ -571,3 +571,27 @@ def test_a_corrupt_row_seen_by_a_reader_suggests_what_works(env, ckpt, capsys, c
         assert main(tiny_run(env, ckpt)) == 0
     capsys.readouterr()
     assert main(argv) == 0
+
+
+@pytest.mark.parametrize("command", ["view", "compare", "grade"])
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_short_results_file_in_a_finished_folder_is_one_line(env, ckpt, capsys, command, damage):
+    assert main(tiny_run(env, ckpt, "--n-passages", "2")) == 0
+    capsys.readouterr()
+    folder = next((env / "reports").glob("seal-squad-*"))
+    results = folder / "results.jsonl"
+    assert (folder / "COMPLETE").read_text().endswith("results.jsonl: 2 units\n")
+    if damage == "missing":
+        results.unlink()
+    else:
+        results.write_text(results.read_text().splitlines()[0] + "\n")
+    argv = {"view": ["view", str(folder), "--out", str(env / "v.html")], "compare": ["compare", str(env / "reports"),
+            "--out", str(env / "cmp"), "--no-plots"], "grade": ["grade", str(folder), "--grader", "em"]}[command]
+    what = "is missing" if damage == "missing" else "holds 1 of the 2 unit rows"
+    line = one_error(capsys, main(argv), f"{results} {what}")
+    assert f"re-run the `sealbench run` command that wrote {folder}" in line
+    assert not (env / "v.html").exists() and not (env / "cmp").exists()
+    assert main(tiny_run(env, ckpt, "--n-passages", "2")) == 0  # the fix the line names works
+    assert len(results.read_text().splitlines()) == 2
+    capsys.readouterr()
+    assert main(argv) == 0

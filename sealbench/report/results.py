@@ -1,8 +1,8 @@
 """The results table: one long table, one row per reported number, shared by every report.
 
 A finished run folder holds `summary.jsonl` and `summary.csv` (the same rows, columns `COLUMNS` in
-that order), `summary.md` (`run_markdown`), `manifest.json`, `config.json` and, written last, an
-empty marker `COMPLETE`. A folder with `config.json` but no `COMPLETE` is unfinished; one with an
+that order), `summary.md` (`run_markdown`), `manifest.json`, `config.json` and, written last, the
+marker `COMPLETE` (the time and the number of unit rows of results.jsonl). A folder with `config.json` but no `COMPLETE` is unfinished; one with an
 old-format `summary.json` but no `COMPLETE` needs `sealbench migrate`.
 
 Row fields (see docs/reports.md for every metric):
@@ -234,6 +234,11 @@ def load_results(roots: list[Path]) -> tuple[pd.DataFrame, list[str]]:
             seen.add(folder.resolve())
             name = folder.relative_to(root).as_posix() if folder != root else folder.name
             if (folder / "COMPLETE").exists():
+                from ..store import short_results
+
+                short = short_results(folder)
+                if short:  # its table would be read as if the run's rows were all there
+                    raise ValueError(short)
                 df = read_run_rows(folder)
                 df.loc[df["run_id"] == "", "run_id"] = folder.name
                 frames.append(df)

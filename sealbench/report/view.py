@@ -28,7 +28,7 @@ import webbrowser
 from collections import Counter
 from pathlib import Path
 
-from ..store import COMPLETE, RESULTS, SELF_EDITS
+from ..store import COMPLETE, RESULTS, SELF_EDITS, short_results
 from .compare import CSS, html_table, page
 from .results import ANSWER_GRADERS, FIRST, answer_grader, label, order_key, read_run_rows, sort_table, wide
 from .view_items import ARC_COLORS, Builder, ViewError, _rows, arc, continual, esc, knowledge, rl
@@ -73,6 +73,9 @@ def open_run(folder: Path) -> dict:
         if (folder / "config.json").exists():
             raise ViewError(f"{folder} is unfinished (no {COMPLETE}): re-run its command to finish it")
         raise ViewError(f"{folder} is not a run folder (no config.json or {COMPLETE})")
+    short = short_results(folder)
+    if short:
+        raise ViewError(short)
     try:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as err:
