@@ -55,6 +55,7 @@ def write_atomic(path: Path, text: str) -> None:
     except OSError as err:
         raise StoreError(_os_message(err, path)) from None
     try:
+        os.fchmod(fd, _plain_mode(path))  # mkstemp makes 0600: give the mode a plain open() would
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -65,6 +66,23 @@ def write_atomic(path: Path, text: str) -> None:
         if isinstance(err, OSError):
             raise StoreError(_os_message(err, path)) from None
         raise
+
+
+def _plain_mode(path: Path) -> int:
+    """The mode `open(path, "w")` would leave: an existing file's own, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    try:  # read without changing it (os.umask sets it, racing other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def write_json(path: Path, obj) -> None:

@@ -284,3 +284,26 @@ def test_a_notes_file_is_keyed_by_each_note_not_by_its_path(tmp_path, tiny):
     spec.write_text("name: teacher\nfamily: squad\nedits: file\nfile: notes/moved.json\n")
     third = run(cfg(tmp_path, data, contenders=[str(spec)]), loaded=tiny, **QUIET)
     assert third.n_computed == 0 and {r["passage_id"]: r["key"] for r in results(third.folder)} == keys2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask_like_a_plain_open(tmp_path, umask):
+    """A temp file then rename (mkstemp makes 0600) leaves the mode a plain open() would."""
+    from sealbench.store import write_atomic, write_json
+
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        write_atomic(tmp_path / "a.txt", "x")
+        write_json(tmp_path / "b.json", {"a": 1})
+        folder = RunFolder.open(tmp_path / "reports", "r", {"a": 1})
+        folder.close()
+    finally:
+        os.umask(old)
+    want = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert want == 0o666 & ~umask
+    for path in (tmp_path / "a.txt", tmp_path / "b.json", tmp_path / "reports" / "r" / "config.json"):
+        assert path.stat().st_mode & 0o777 == want, (path, oct(path.stat().st_mode))
+    os.chmod(tmp_path / "a.txt", 0o640)  # an existing file keeps its own mode, as open() keeps it
+    write_atomic(tmp_path / "a.txt", "y")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
