@@ -46,14 +46,15 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, fix: str | None = None) -> None:
     """Write `text` to `path` through a uniquely named temp file in the same folder + rename.
-    A full disk or a read-only folder is a StoreError (one line) and leaves `path` as it was."""
+    A full disk or a read-only folder is a StoreError (one line; `fix`: what to do instead of the
+    default advice) and leaves `path` as it was."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
-        raise StoreError(_os_message(err, path)) from None
+        raise StoreError(_os_message(err, path, fix)) from None
     try:
         os.fchmod(fd, _plain_mode(path))  # mkstemp makes 0600: give the mode a plain open() would
         with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -64,7 +65,7 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise StoreError(_os_message(err, path)) from None
+            raise StoreError(_os_message(err, path, fix)) from None
         raise
 
 
@@ -325,20 +326,22 @@ def _cut_torn_tail(path: Path) -> int:
         return keep
 
 
-def _os_message(err: OSError, path: Path) -> str:
-    """One line for an OSError writing a run folder: what, where, and the fix."""
+def _os_message(err: OSError, path: Path, fix: str | None = None) -> str:
+    """One line for an OSError writing a run folder (or a report): what, where, and the fix
+    (`fix`: a command's own, e.g. "pass --out a folder elsewhere")."""
     import errno
 
     if err.errno == errno.ENOSPC:
         return (f"no space left on the device writing {path}; free some space (or write to another folder), "
-                "then re-run the same command (finished rows are kept)")
+                "then re-run the same command (finished rows are kept)" if fix is None else
+                f"no space left on the device writing {path}; free some space or {fix}")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"cannot write {path}: {err.strerror} (read-only?); make its folder writable or pick another "
-                "folder, then re-run the same command")
+        return (f"cannot write {path}: {err.strerror} (read-only?); "
+                + (fix or "make its folder writable or pick another folder, then re-run the same command"))
     if err.errno in (errno.ENOTDIR, errno.EEXIST):
         return (f"cannot use {path}: a file stands where a folder is needed ({err.strerror}); move that file "
-                "away or pick another folder, then re-run the same command")
-    return f"cannot write {path}: {err.strerror or err}; fix that path, then re-run the same command"
+                "away or " + (fix or "pick another folder, then re-run the same command"))
+    return f"cannot write {path}: {err.strerror or err}; " + (fix or "fix that path, then re-run the same command")
 
 
 def holder_if_in_use(folder: Path) -> str | None:

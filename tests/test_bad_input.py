@@ -595,3 +595,49 @@ def test_a_short_results_file_in_a_finished_folder_is_one_line(env, ckpt, capsys
     assert len(results.read_text().splitlines()) == 2
     capsys.readouterr()
     assert main(argv) == 0
+
+
+def _fail_nth_write(monkeypatch, n: int, code: int):
+    """The n-th temp file of write_atomic cannot be created (a full disk, read-only storage)."""
+    import os
+
+    from sealbench import store
+
+    real, calls = store.tempfile.mkstemp, [0]
+
+    def mkstemp(*a, **k):
+        calls[0] += 1
+        if calls[0] >= n:
+            raise OSError(code, os.strerror(code))
+        return real(*a, **k)
+    monkeypatch.setattr(store.tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("code", ["EROFS", "ENOSPC"])
+def test_view_on_a_read_only_folder_or_a_full_disk_names_the_path_and_the_fix(env, ckpt, capsys, monkeypatch, code):
+    import errno
+
+    folder = finished(env, ckpt, capsys)
+    _fail_nth_write(monkeypatch, 1, getattr(errno, code))
+    line = one_error(capsys, main(["view", str(folder)]), str(folder / "view.html"))
+    assert "pass --out a file in a writable folder" in line and "Errno" not in line
+    out = env / "new" / "deeper" / "v.html"
+    one_error(capsys, main(["view", str(folder), "--out", str(out)]), str(out))
+    assert not (env / "new").exists() and not (folder / "view.html").exists()
+
+
+@pytest.mark.parametrize("code,word", [("EROFS", "Read-only file system"), ("ENOSPC", "no space left")])
+def test_compare_on_a_full_disk_or_read_only_out_leaves_nothing(env, ckpt, capsys, monkeypatch, code, word):
+    import errno
+
+    finished(env, ckpt, capsys)
+    _fail_nth_write(monkeypatch, 2, getattr(errno, code))  # results.csv is written, runs.csv is not
+    out = env / "cmp" / "new"
+    line = one_error(capsys, main(["compare", str(env / "reports"), "--out", str(out), "--no-plots"]), word)
+    assert str(out / "runs.csv") in line and "pass --out a writable folder" in line and "Errno" not in line
+    assert not (env / "cmp").exists()  # the folders it created are gone too
+    kept = env / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("x")
+    one_error(capsys, main(["compare", str(env / "reports"), "--out", str(kept), "--no-plots"]), word)
+    assert [p.name for p in kept.iterdir()] == ["mine.txt"]

@@ -233,10 +233,23 @@ def build(folder: str | Path, data_dir: str | None = None, grader: str | None = 
 def view(folder: str | Path, out: str | Path | None = None, data_dir: str | None = None,
          grader: str | None = None) -> dict:
     """Write the page to `out` (default RUN_DIR/view.html); {path, answers, ...counts}."""
+    from ..store import StoreError, _os_message, write_atomic
+
     text, counts = build(folder, data_dir, grader)
     path = Path(out) if out else Path(folder) / "view.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    fix = "pass --out a file in a writable folder on another disk (e.g. --out /tmp/view.html)"
+    made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text, fix)  # a full disk or a read-only folder: one line, no half page
+    except (OSError, StoreError) as err:
+        for p in made:  # nothing left behind: the folders this call created go again
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise ViewError(str(err) if isinstance(err, StoreError)
+                        else _os_message(err, Path(err.filename or path.parent), fix)) from None
     return {"path": str(path), **counts}
 
 
