@@ -194,8 +194,15 @@ def cmd_train_seal(args) -> int:
     cfg = registry.rl_preset(args.preset, **given)
     _no_arc_flags_on_knowledge(cfg, given)
     set_threads(args.threads)
-    policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args),
-                           quarantine=args.quarantine_corrupt)
+    try:
+        policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args),
+                               quarantine=args.quarantine_corrupt)
+    except KeyboardInterrupt as err:
+        if str(err):
+            raise
+        raise KeyboardInterrupt(f"while training the SEAL policy (an RL run folder under {args.reports_dir}): "
+                                "every sample, reward and round already written is kept; re-run the same "
+                                "command to resume it") from None
     print(policy.table())
     return 0
 
@@ -397,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_third_party(args.verbose)
+    previous = _second_interrupt_exits()
     try:
         return args.func(args)
     except user_errors() as err:
@@ -413,9 +421,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sealbench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        print(f"sealbench: interrupted; {err or 'finished units are saved, re-run the same command to resume'}",
-              file=sys.stderr)
+        what = str(err) or ("(every row already written is kept: rows are appended as each finishes); re-run "
+                            "the same command to resume")
+        print(f"sealbench: interrupted {what}", file=sys.stderr)
         return 130
+    finally:
+        import signal
+
+        if previous is not None and signal.getsignal(signal.SIGINT) is _first_interrupt:
+            signal.signal(signal.SIGINT, previous)  # no Ctrl-C came: leave the caller's handler as it was
+
+
+def _first_interrupt(signum, frame):
+    """Ctrl-C: stop the command (KeyboardInterrupt: rows written are kept, the message says what was
+    lost); from now on another Ctrl-C exits at once with status 130."""
+    import signal
+
+    signal.signal(signal.SIGINT, _second_interrupt)
+    raise KeyboardInterrupt
+
+
+def _second_interrupt(signum, frame):
+    import os
+
+    print("sealbench: interrupted again: stopping now, without cleaning up (rows already written are kept; "
+          "re-run the same command to resume)", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+def _second_interrupt_exits():
+    """Install `_first_interrupt` for SIGINT (main thread, default handler only); the handler it
+    replaced, or None."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    return signal.signal(signal.SIGINT, _first_interrupt)
 
 
 if __name__ == "__main__":

@@ -641,3 +641,68 @@ def test_compare_on_a_full_disk_or_read_only_out_leaves_nothing(env, ckpt, capsy
     (kept / "mine.txt").write_text("x")
     one_error(capsys, main(["compare", str(env / "reports"), "--out", str(kept), "--no-plots"]), word)
     assert [p.name for p in kept.iterdir()] == ["mine.txt"]
+
+
+def _interrupted_line(capsys) -> str:
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("sealbench:")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_ctrl_c_while_loading_the_model_says_so(env, ckpt, capsys, monkeypatch):
+    from sealbench import runner
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "load_model", ctrl_c)
+    assert main(tiny_run(env, ckpt)) == 130
+    line = _interrupted_line(capsys)
+    assert line.startswith(f"sealbench: interrupted while loading the model {ckpt}: nothing was written"), line
+    nothing_written(env)
+
+
+def test_ctrl_c_while_sampling_self_edits_says_what_is_kept(env, ckpt, capsys, monkeypatch):
+    from sealbench.edits import EditSources
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(EditSources, "produce", ctrl_c)
+    assert main(tiny_run(env, ckpt, "--contender", "base", "self-notes")) == 130
+    line = _interrupted_line(capsys)
+    assert line.startswith("sealbench: interrupted while sampling the self-edits of 2 unit(s)"), line
+    assert "re-run the same command to resume" in line and "interrupted; " not in line
+
+
+def test_ctrl_c_in_train_seal_says_what_is_kept(env, ckpt, capsys, monkeypatch):
+    from sealbench.rl import loop
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_round", ctrl_c)
+    assert main(train_seal(env, ckpt)) == 130
+    assert _interrupted_line(capsys).startswith("sealbench: interrupted while training the SEAL policy")
+
+
+def test_a_second_ctrl_c_exits_130_without_a_traceback(tmp_path):
+    """The first Ctrl-C stops the command and cleans up; a second one (during that clean-up, or as
+    the interpreter exits) ends the process with status 130, one line, no traceback."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "two.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "from sealbench import cli\n"
+        "def slow(args):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(10)\n"
+        "    finally:  # the clean-up, interrupted\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(10)\n"
+        "cli.cmd_list = slow\n"
+        "sys.exit(cli.main(['list']))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.returncode == 130, proc
+    assert "Traceback" not in proc.stderr and "sealbench: interrupted again" in proc.stderr, proc.stderr
