@@ -159,9 +159,11 @@ def all_jobs(preset: str, given: dict) -> list[RunConfig]:
     knowledge = {k: v for k, v in given.items() if k not in ARC_ONLY}
     out = []
     for i, j in enumerate(jobs):
-        job = validate(RunConfig, {**j.model_dump(exclude_unset=True), **given}, f"{path} job {i}")
+        job = validate(RunConfig, {**j.model_dump(exclude_unset=True), **given}, f"{path} job {i}", given,
+                       f"sealbench run --all (job {i} of {path})")
         if job.family == "squad" and knowledge != given:
-            job = validate(RunConfig, {**j.model_dump(exclude_unset=True), **knowledge}, f"{path} job {i}")
+            job = validate(RunConfig, {**j.model_dump(exclude_unset=True), **knowledge}, f"{path} job {i}", knowledge,
+                           f"sealbench run --all (job {i} of {path})")
         out.append(job)
     if not any(j.family == "arc" for j in out):
         _no_arc_flags_on_knowledge(out[0], given, f"preset {path} has no ARC job")

@@ -706,3 +706,25 @@ def test_a_second_ctrl_c_exits_130_without_a_traceback(tmp_path):
                           env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
     assert proc.returncode == 130, proc
     assert "Traceback" not in proc.stderr and "sealbench: interrupted again" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("argv,want", [
+    (["train-seal", "--preset", "tiny", "--max-statements", "0"],
+     "sealbench train-seal: max_statements = '0': Input should be greater than or equal to 1 "
+     "(flag --max-statements; allowed: 1 to 100000)"),
+    (["train-seal", "--preset", "tiny", "--top-p", "0"], "(flag --top-p; allowed: > 0 and <= 1)"),
+    (["train-seal", "--preset", "tiny", "--inner-learning-rate", "5"], "flag --inner-learning-rate; allowed:"),
+    (["run", "--n-passages", "0"], "(flag --n-passages; allowed: 1 to"),
+])
+def test_an_out_of_range_flag_names_the_flag_the_value_and_the_range(env, capsys, argv, want):
+    line = one_error(capsys, main(argv + ["--reports-dir", str(env / "reports")]), want)
+    assert "presets/" not in line and ".yaml" not in line, line  # the flag is blamed, not the preset
+    nothing_written(env)
+
+
+def test_a_bad_flag_with_run_all_is_blamed_on_the_flag(env, capsys):
+    preset = env / "p.yaml"
+    preset.write_text("jobs:\n  - {task: seal_squad_nocontext, contenders: [base], n_passages: 1}\n")
+    line = one_error(capsys, main(["run", "--all", "--preset", str(preset), "--epochs", "0",
+                                   "--reports-dir", str(env / "reports")]), "sealbench run --all (job 0 of")
+    assert "epochs = '0'" in line and "flag --epochs; allowed: 1 to" in line

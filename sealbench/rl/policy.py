@@ -125,4 +125,4 @@ def policy_config(run: RunConfig, contender) -> RLConfig:
                       temperature=contender.temperature, top_p=contender.top_p,
                       max_new_tokens=r.notes_max_tokens or contender.max_new_tokens, k=r.k or contender.k,
                       train_tasks=run.rl_tasks, n_items=run.rl_n_tasks, rounds=1, repeats=1)  # SEAL's ARC RL: one round
-    return rl_preset(preset, **shared)
+    return rl_preset(preset, f"the run's settings for its SEAL policy (RL preset {preset})", **shared)
