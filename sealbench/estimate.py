@@ -27,7 +27,7 @@ from .engine.train import buckets, schedule
 from .executors import engine_name
 from .families.base import Work
 from .runner import prepare, run_id
-from .store import RESULTS, SELF_EDITS, cached_rows, device_name, read_rows
+from .store import RESULTS, SELF_EDITS, cached_rows, device_name, read_rows, write_json
 
 
 @dataclass
@@ -194,13 +194,16 @@ def calibrate(cfg, p, location, fingerprint: str, reports: Path) -> Rates:
     key = (f"v3|{device_name(cfg.device if cfg.device != 'auto' else 'cpu')}|{fingerprint}|{cfg.edits_per_batch}|"
            f"{torch.get_num_threads()}")
     path = reports / ".calibration.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    if key in known:
+    try:
+        known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (UnicodeDecodeError, ValueError):
+        known = {}  # a corrupt record is measured again
+    if key in known and isinstance(known[key], dict) and None not in known[key].values():
         return Rates(**known[key])
     rates = _measure(cfg, p)
     reports.mkdir(parents=True, exist_ok=True)
     known[key] = asdict(rates)
-    path.write_text(json.dumps(known, indent=1) + "\n")
+    write_json(path, known)  # atomic; a non-finite rate as null (measured again next time)
     return rates
 
 

@@ -23,6 +23,7 @@ same key from any run folder under the reports dir, and records where it came fr
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -86,8 +87,21 @@ def _plain_mode(path: Path) -> int:
     return 0o666 & ~mask
 
 
+def json_safe(obj):
+    """`obj` with every non-finite float (NaN, inf: e.g. the mean of no kept rewards) as None, so
+    the JSON written is valid JSON (`null`), which json.dumps' NaN/Infinity are not."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """`obj` as indented JSON (non-finite numbers as null), written atomically."""
+    write_atomic(path, json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
 def read_json(path: Path, fix: str):
@@ -177,7 +191,7 @@ class RunFolder:
                 except (UnicodeDecodeError, json.JSONDecodeError) as err:
                     raise StoreError(f"{cfg_path} is not valid JSON ({err}); delete the folder {folder.path} "
                                      "(its rows are recomputed or reused from other folders) and run again") from None
-                if held != json.loads(json.dumps(config, default=str)):
+                if held != json.loads(json.dumps(json_safe(config), default=str)):
                     raise StoreError(f"{folder.path} holds a run of another config; refusing to mix them")
             else:
                 write_json(cfg_path, config)

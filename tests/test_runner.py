@@ -307,3 +307,42 @@ def test_atomic_writes_respect_the_umask_like_a_plain_open(tmp_path, umask):
     os.chmod(tmp_path / "a.txt", 0o640)  # an existing file keeps its own mode, as open() keeps it
     write_atomic(tmp_path / "a.txt", "y")
     assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_json_files_never_hold_nan_or_infinity(tmp_path):
+    """round_N/stats.json of a round that kept nothing held NaN (invalid JSON): every JSON file the
+    project writes through write_json has null for a non-finite number."""
+    from sealbench.stats import mean_ci
+    from sealbench.store import write_json
+
+    empty = mean_ci([], 0)  # what a round that kept nothing reports
+    obj = {"reward_kept": empty, "nested": [{"x": float("nan")}, float("inf"), -float("inf"), (1.5, float("nan"))],
+           "ok": 0.25}
+    write_json(tmp_path / "stats.json", obj)
+    text = (tmp_path / "stats.json").read_text()
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    back = json.loads(text, parse_constant=refuse)  # strict JSON: no NaN / Infinity
+    assert back["nested"] == [{"x": None}, None, None, [1.5, None]] and back["ok"] == 0.25
+    assert all(v is None or isinstance(v, (int, float, str)) for v in back["reward_kept"].values())
+
+
+def test_an_rl_round_that_kept_nothing_is_summarized_from_its_null_stats(tmp_path):
+    """stats.json of a round that kept nothing has null (not NaN) for reward_kept; the results table
+    reads it back as 'no number' (NaN, written null in summary.jsonl)."""
+    from types import SimpleNamespace
+
+    from sealbench.registry import rl_preset
+    from sealbench.rl import loop
+    from sealbench.stats import mean_ci
+    from sealbench.store import write_json
+
+    cfg = rl_preset("tiny")
+    (tmp_path / "round_1").mkdir()
+    write_json(tmp_path / "manifest.json", {"models": {"base": {"fingerprint": "f"}}, "device_name": "cpu"})
+    write_json(tmp_path / "round_1" / "stats.json", {"reward_all": mean_ci([0.0, 0.0], 0), "reward_kept": mean_ci([], 0)})
+    assert "NaN" not in (tmp_path / "round_1" / "stats.json").read_text()
+    rows = loop._summary_rows(SimpleNamespace(path=tmp_path), cfg, "rid", SimpleNamespace(name="m"), [], [])
+    kept = next(r for r in rows if r["metric"] == "reward_kept")
+    assert kept["n"] == 0 and kept["value"] != kept["value"]  # NaN: no number

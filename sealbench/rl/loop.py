@@ -18,6 +18,7 @@ stopped; the results table (protocol `rl`) and COMPLETE mark it finished.
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 from contextlib import contextmanager
@@ -277,7 +278,7 @@ def _summary_rows(folder, cfg: RLConfig, rid: str, loaded, heldout: list, items:
         rdir = folder.path / f"round_{r}"
         st = read_json(rdir / "stats.json", ROUND_FIX.format(rdir=rdir))
         for metric in ("reward_all", "reward_kept"):
-            s = st[metric]
+            s = {k: math.nan if v is None else v for k, v in st[metric].items()}  # JSON null: no number (NaN)
             rows.append(make_row(**common, eval_set=train_set, metric=metric, at=f"round={r}", value=s["mean"],
                                  ci_low=s["ci_low"], ci_high=s["ci_high"], n=s["n"], unit="edits"))
     if heldout:
