@@ -213,6 +213,10 @@ def cmd_grade(args) -> int:
     from .grading import GraderError, get_grader
     from .store import write_atomic
 
+    from .registry import graders
+
+    if args.grader not in graders():  # '' too: never the default in disguise
+        raise ConfigError(f"--grader {args.grader!r} is not a grader; choose one of: {', '.join(graders())}")
     if args.run_dir is not None:
         if args.inp or args.out:
             raise ConfigError("grade: give a run folder or --in/--out, not both")
@@ -227,6 +231,8 @@ def cmd_grade(args) -> int:
                           "or both --in rows.jsonl and --out verdicts.jsonl")
     grader = get_grader(args.grader)
     path, out = Path(args.inp), Path(args.out)
+    if out.resolve() == path.resolve() or (out.exists() and path.exists() and out.samefile(path)):
+        raise ConfigError(f"--out {out} is the --in file; pass another --out (grade never overwrites its input)")
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist; create it or pick another path")
     text = read_text(path, "--in")

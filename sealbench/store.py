@@ -301,11 +301,14 @@ def short_results(folder: Path) -> str | None:
     path = folder / RESULTS
     keys = set()
     try:
-        for line in path.read_bytes().split(b"\n"):
+        lines = path.read_bytes().split(b"\n")
+        for n, line in enumerate(lines, 1):
             try:
-                row = json.loads(line)
+                row = json.loads(line) if line.strip() else None
             except ValueError:
-                continue
+                if n < len(lines):
+                    return None  # a corrupt whole line: reading the rows reports it, with its fix
+                continue  # a torn last line
             if isinstance(row, dict) and "key" in row:
                 keys.add(row["key"])
     except FileNotFoundError:

@@ -728,3 +728,26 @@ def test_a_bad_flag_with_run_all_is_blamed_on_the_flag(env, capsys):
     line = one_error(capsys, main(["run", "--all", "--preset", str(preset), "--epochs", "0",
                                    "--reports-dir", str(env / "reports")]), "sealbench run --all (job 0 of")
     assert "epochs = '0'" in line and "flag --epochs; allowed: 1 to" in line
+
+
+@pytest.mark.parametrize("grader", ["", " ", "MATCH"])
+@pytest.mark.parametrize("target", ["run", "file"])
+def test_grade_refuses_an_empty_or_unknown_grader_with_the_list(tmp_path, capsys, grader, target):
+    (tmp_path / "in.jsonl").write_text('{"question": "q", "gold": "a", "prediction": "a"}\n')
+    argv = (["grade", str(tmp_path), "--grader", grader] if target == "run" else
+            ["grade", "--in", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl"), "--grader", grader])
+    line = one_error(capsys, main(argv), f"--grader {grader!r} is not a grader; choose one of: match, em, f1, judge")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("same", ["same", "relative", "link"])
+def test_grade_refuses_to_overwrite_its_input(tmp_path, capsys, monkeypatch, same):
+    inp = tmp_path / "in.jsonl"
+    text = '{"question": "q", "gold": "a", "prediction": "a"}\n'
+    inp.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    out = {"same": str(inp), "relative": "./in.jsonl", "link": str(tmp_path / "link.jsonl")}[same]
+    if same == "link":
+        (tmp_path / "link.jsonl").symlink_to(inp)
+    one_error(capsys, main(["grade", "--in", str(inp), "--out", out]), "is the --in file; pass another --out")
+    assert inp.read_text() == text
