@@ -266,6 +266,11 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
     folder = Path(folder)
     if not folder.is_dir():
         raise RegradeError(f"{folder} is not a run folder; pass reports/<run-id>")
+    if not any((folder / m).exists() for m in (COMPLETE, "config.json", "summary.json")):
+        inside = [p.parent.name for p in sorted(folder.glob("*/config.json"))[:3]]
+        hint = f" (it holds run folders, e.g. {folder / inside[0]}: pass one of them)" if inside else ""
+        raise RegradeError(f"{folder} is not a run folder (no config.json or COMPLETE){hint}; pass "
+                           "reports/<run-id>, a folder that `sealbench run` finished")
     if not (folder / COMPLETE).exists():
         raise RegradeError(f"{folder} is not finished (no COMPLETE); finish it with `sealbench run` first "
                            f"(or `sealbench migrate` for an old folder)")

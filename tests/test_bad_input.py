@@ -751,3 +751,28 @@ def test_grade_refuses_to_overwrite_its_input(tmp_path, capsys, monkeypatch, sam
         (tmp_path / "link.jsonl").symlink_to(inp)
     one_error(capsys, main(["grade", "--in", str(inp), "--out", out]), "is the --in file; pass another --out")
     assert inp.read_text() == text
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["compare", "MISSING"], "MISSING does not exist; pass a folder that holds run folders"),
+    (["leaderboard", "MISSING", "--no-plots"], "MISSING does not exist"),
+    (["compare", "FILE"], "FILE is a file, not a folder"),
+    (["grade", "EMPTY", "--grader", "em"], "EMPTY is not a run folder (no config.json or COMPLETE); pass"),
+    (["grade", "MISSING", "--grader", "em"], "MISSING is not a run folder"),
+])
+def test_a_path_that_is_not_what_the_command_needs_says_so(tmp_path, capsys, argv, word):
+    names = {"MISSING": tmp_path / "no-such-dir", "FILE": tmp_path / "f.txt", "EMPTY": tmp_path / "empty"}
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "f.txt").write_text("x")
+    for k, v in names.items():
+        word = word.replace(k, str(v))
+    argv = [str(names[a]) if a in names else a for a in argv]
+    line = one_error(capsys, main(argv), word)
+    assert "no finished runs" not in line and "not finished" not in line, line
+    assert not (tmp_path / "no-such-dir").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_grade_on_a_reports_dir_points_at_its_run_folders(env, ckpt, capsys):
+    folder = finished(env, ckpt, capsys)
+    line = one_error(capsys, main(["grade", str(env / "reports"), "--grader", "em"]), "is not a run folder")
+    assert f"it holds run folders, e.g. {folder}: pass one of them" in line

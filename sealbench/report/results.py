@@ -223,11 +223,16 @@ def load_results(roots: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     """(all rows of every finished run under `roots`, one line per folder that was not read).
 
     Not read: unfinished folders (listed by their path relative to the root) and old-format
-    folders (`<path>: old format, run `sealbench migrate <root>``). Rows repeated in several
+    folders (`<path>: old format, run `sealbench migrate <root>``). A root that does not exist (or
+    is a file) is a ValueError naming it. Rows repeated in several
     roots are kept once. `df.attrs["run_dirs"]` maps run_id -> folder (for config.json).
     """
     frames, skipped, seen, run_dirs = [], [], set(), {}
     for root in map(Path, roots):
+        if not root.exists():  # a typo is not "no finished runs"
+            raise ValueError(f"{root} does not exist; pass a folder that holds run folders (e.g. reports/)")
+        if not root.is_dir():
+            raise ValueError(f"{root} is a file, not a folder; pass a folder that holds run folders (e.g. reports/)")
         for folder in find_run_dirs(root):
             if folder.resolve() in seen:
                 continue
