@@ -216,7 +216,7 @@ def cmd_grade(args) -> int:
     from .registry import graders
 
     if args.grader not in graders():  # '' too: never the default in disguise
-        raise ConfigError(f"--grader {args.grader!r} is not a grader; choose one of: {', '.join(graders())}")
+        raise ConfigError(f"--grader {args.grader!r}: unknown grader; choose one of: {', '.join(graders())}")
     if args.run_dir is not None:
         if args.inp or args.out:
             raise ConfigError("grade: give a run folder or --in/--out, not both")
