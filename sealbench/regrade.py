@@ -296,12 +296,19 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
                            f"item_ids, its answers no passage ids): run it again with --grader {grader.name}")
     version = grader_version(grader)
     primary = grader.name == (cfg.get("grader") or "match")
+    if _up_to_date(folder, grader.name, version):  # a second call only reads: no lock (a read-only folder is fine)
+        say(f"up to date {folder} ({grader.name}: every answer already has its verdict, version {version})")
+        return "up to date"
     had_lock_file = (folder / ".lock").exists()   # committed folders carry none: leave none behind
     lock = FileLock(folder / ".lock", timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise StoreError(f"{folder} is in use by another process; wait for it to finish, then grade again") from None
+    except OSError as err:
+        raise StoreError(f"{folder} is read-only ({err.strerror}): grade writes {grader.name}'s verdicts into the "
+                         "run folder; make it writable, or copy the folder somewhere writable and grade the "
+                         "copy") from None
     try:
         raw = read_rows(folder / RESULTS, fix=reader_fix(folder / RESULTS))
         if not any(graded_rows(r) for r in raw):
@@ -363,6 +370,18 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
     kept = f"; the older version's verdicts and rows are kept as {superseded}" if superseded else ""
     say(f"graded {folder} with {grader.name} ({version}): {graded} answers of {n_ok} units; nothing trained{kept}")
     return "graded"
+
+
+def _up_to_date(folder: Path, name: str, version: str) -> bool:
+    """Every answer of the run already has `name`'s verdict of `version`, and the results table has
+    `name`'s rows (read only; the checks under the lock in grade_run decide everything else)."""
+    raw = read_rows(folder / RESULTS, fix=reader_fix(folder / RESULTS))
+    summary = read_rows(folder / "summary.jsonl", fix=reader_fix(folder / "summary.jsonl"))
+    if not any(s.get("grader") == name for s in summary) or not any(graded_rows(r) for r in raw):
+        return False
+    latest = {r.get("key"): r for r in raw}
+    return all(((q.get("verdicts") or {}).get(name) or {}).get("version") == version
+               for r in latest.values() if r.get("status") == "ok" and graded_rows(r) for q in r["questions"])
 
 
 def main_grade_run(folder: str, grader: str) -> int:

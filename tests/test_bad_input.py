@@ -776,3 +776,39 @@ def test_grade_on_a_reports_dir_points_at_its_run_folders(env, ckpt, capsys):
     folder = finished(env, ckpt, capsys)
     line = one_error(capsys, main(["grade", str(env / "reports"), "--grader", "em"]), "is not a run folder")
     assert f"it holds run folders, e.g. {folder}: pass one of them" in line
+
+
+def _read_only(monkeypatch):
+    """A read-only run folder as filelock and write_atomic meet it (root in CI cannot chmod one)."""
+    import errno
+
+    import filelock
+
+    from sealbench import store
+
+    class ReadOnly:
+        def __init__(self, path, timeout=0):
+            self.path = path
+
+        def acquire(self):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(self.path))
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(filelock, "FileLock", ReadOnly)
+    monkeypatch.setattr(store.tempfile, "mkstemp", refuse)
+
+
+def test_grade_on_a_read_only_graded_folder_needs_no_lock(env, ckpt, capsys, monkeypatch):
+    folder = finished(env, ckpt, capsys)
+    assert main(["grade", str(folder), "--grader", "em"]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    _read_only(monkeypatch)
+    assert main(["grade", str(folder), "--grader", "em"]) == 0  # already graded: it only reads
+    assert "up to date" in capsys.readouterr().err
+    assert main(["grade", str(folder), "--grader", "match"]) == 0  # the run's own grader: up to date too
+    assert "up to date" in capsys.readouterr().err
+    line = one_error(capsys, main(["grade", str(folder), "--grader", "f1"]), f"{folder} is read-only")
+    assert "copy the folder somewhere writable and grade the copy" in line
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
