@@ -326,7 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (units to compute, reused, SEAL RL rounds) and estimated wall time per "
-                        "phase, then exit; loads no model (a first estimate on a device runs a short calibration)")
+                        "phase, then exit; trains nothing and writes no run folder. The first dry run in a reports "
+                        "dir on a device loads the model once to calibrate (says so first; ~20-60 s on a CPU, "
+                        "recorded in <reports>/.calibration.json); later ones load no model")
     add_settings_flags(p, RunConfig)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("train-seal", help="run SEAL's RL loop (ReST-EM) and cache the policy",

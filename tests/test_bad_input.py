@@ -812,3 +812,18 @@ def test_grade_on_a_read_only_graded_folder_needs_no_lock(env, ckpt, capsys, mon
     line = one_error(capsys, main(["grade", str(folder), "--grader", "f1"]), f"{folder} is read-only")
     assert "copy the folder somewhere writable and grade the copy" in line
     assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_the_first_dry_run_says_it_calibrates_before_it_does(env, ckpt, capsys, monkeypatch):
+    from sealbench import estimate
+
+    seen = []
+
+    def measure(cfg, p):  # what was printed before the (real: minutes on a CPU) calibration starts
+        seen.append(capsys.readouterr().err)
+        return estimate.Rates(0.01, 1e-5, 1e-3, 0.01, 0.05, 1.0)
+    monkeypatch.setattr(estimate, "_measure", measure)
+    assert main(tiny_run(env, ckpt, "--dry-run")) == 0
+    assert len(seen) == 1 and "calibrating the cost model first" in seen[0] and "20-60 s" in seen[0], seen
+    assert main(tiny_run(env, ckpt, "--dry-run")) == 0  # recorded: no calibration, no line
+    assert len(seen) == 1 and "calibrating" not in capsys.readouterr().err
