@@ -111,15 +111,12 @@ def settings_from_args(args, model: type[BaseModel], prefix: str = "") -> dict:
 
 # ------------------------------------------------------------------------------ commands
 def cmd_run(args) -> int:
-    from . import registry
     from .engine.models import set_threads
     from .runner import run
 
     given = settings_from_args(args, RunConfig)
     if args.all:
-        path, jobs = registry.all_preset(args.preset)
-        jobs = [validate(RunConfig, {**j.model_dump(exclude_unset=True), **given}, f"{path} job {i}")
-                for i, j in enumerate(jobs)]
+        jobs = all_jobs(args.preset, given)
     else:
         jobs = [validate(RunConfig, given, "sealbench run")]
         _no_arc_flags_on_knowledge(jobs[0], given)
@@ -152,19 +149,41 @@ def cmd_run(args) -> int:
     return 1 if failed and not any(j.allow_failures for j in jobs) else 0
 
 
+def all_jobs(preset: str, given: dict) -> list[RunConfig]:
+    """The jobs of `run --all --preset <preset>` with the flags typed (`given`) applied. ARC settings
+    go to the preset's ARC jobs only (on a knowledge job they would change nothing but its run id);
+    a preset without an ARC job refuses them in one line, as `run` does."""
+    from . import registry
+
+    path, jobs = registry.all_preset(preset)
+    knowledge = {k: v for k, v in given.items() if k not in ARC_ONLY}
+    out = []
+    for i, j in enumerate(jobs):
+        job = validate(RunConfig, {**j.model_dump(exclude_unset=True), **given}, f"{path} job {i}", given,
+                       f"sealbench run --all (job {i} of {path})")
+        if job.family == "squad" and knowledge != given:
+            job = validate(RunConfig, {**j.model_dump(exclude_unset=True), **knowledge}, f"{path} job {i}", knowledge,
+                           f"sealbench run --all (job {i} of {path})")
+        out.append(job)
+    if not any(j.family == "arc" for j in out):
+        _no_arc_flags_on_knowledge(out[0], given, f"preset {path} has no ARC job")
+    return out
+
+
 ARC_ONLY = ("arc_tasks", "n_tasks", "mini_rules", "mini_size", "edit_format", "arc_budget", "rl_tasks", "rl_n_tasks",
-            "ttt", "keep_completions")
+            "ttt", "keep_completions", "train_tasks")
 
 
-def _no_arc_flags_on_knowledge(job: RunConfig, given: dict) -> None:
-    """An ARC setting typed for the knowledge task would change nothing but the run id: refuse it."""
+def _no_arc_flags_on_knowledge(job, given: dict, why: str = "") -> None:
+    """An ARC setting typed for the knowledge task would change nothing but the run id: refuse it.
+    `job`: a RunConfig or RLConfig (`run`, each job of `run --all`, `train-seal`); `given`: the flags typed."""
     if job.family != "squad":
         return
     flags = [f"--ttt-{k.replace('_', '-')}" for k in given.get("ttt", {})] + \
             [f"--{k.replace('_', '-')}" for k in ARC_ONLY if k != "ttt" and k in given]
     if flags:
-        raise ConfigError(f"{' '.join(flags)}: ARC setting(s), unused by task {job.task}; drop them, or pass "
-                          "--task seal_arc_fewshot or seal_arc_mini")
+        raise ConfigError(f"{' '.join(flags)}: ARC setting(s), unused by task {job.task}{f' ({why})' if why else ''}; "
+                          "drop them, or pass --task seal_arc_fewshot or seal_arc_mini")
 
 
 def cmd_train_seal(args) -> int:
@@ -173,10 +192,19 @@ def cmd_train_seal(args) -> int:
     from .rl import ensure_policy
 
     validate(RunConfig, {"threads": args.threads}, "sealbench train-seal")  # --threads 0: one line
-    cfg = registry.rl_preset(args.preset, **settings_from_args(args, RLConfig))
+    given = settings_from_args(args, RLConfig)
+    cfg = registry.rl_preset(args.preset, **given)
+    _no_arc_flags_on_knowledge(cfg, given)
     set_threads(args.threads)
-    policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args),
-                           quarantine=args.quarantine_corrupt)
+    try:
+        policy = ensure_policy(cfg, args.reports_dir, args.data_dir, not args.no_progress, _say(args),
+                               quarantine=args.quarantine_corrupt)
+    except KeyboardInterrupt as err:
+        if str(err):
+            raise
+        raise KeyboardInterrupt(f"while training the SEAL policy (an RL run folder under {args.reports_dir}): "
+                                "every sample, reward and round already written is kept; re-run the same "
+                                "command to resume it") from None
     print(policy.table())
     return 0
 
@@ -185,6 +213,10 @@ def cmd_grade(args) -> int:
     from .grading import GraderError, get_grader
     from .store import write_atomic
 
+    from .registry import graders
+
+    if args.grader not in graders():  # '' too: never the default in disguise
+        raise ConfigError(f"--grader {args.grader!r}: unknown grader; choose one of: {', '.join(graders())}")
     if args.run_dir is not None:
         if args.inp or args.out:
             raise ConfigError("grade: give a run folder or --in/--out, not both")
@@ -199,6 +231,8 @@ def cmd_grade(args) -> int:
                           "or both --in rows.jsonl and --out verdicts.jsonl")
     grader = get_grader(args.grader)
     path, out = Path(args.inp), Path(args.out)
+    if out.resolve() == path.resolve() or (out.exists() and path.exists() and out.samefile(path)):
+        raise ConfigError(f"--out {out} is the --in file; pass another --out (grade never overwrites its input)")
     if not out.parent.is_dir():
         raise ConfigError(f"--out {out}: folder {out.parent} does not exist; create it or pick another path")
     text = read_text(path, "--in")
@@ -286,12 +320,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run contenders on a task. The run folder is named after the config; "
                                    "finished units of any earlier run with the same content are reused. "
                                    "Unset settings take the protocol's defaults.")
-    p.add_argument("--all", action="store_true", help="run every job of --preset (presets/all/*.yaml)")
+    p.add_argument("--all", action="store_true", help="run every job of --preset (presets/all/*.yaml); other "
+                   "flags override every job, ARC-only flags (--edit-format, --ttt-*, ...) its ARC jobs only")
     p.add_argument("--preset", default="default", help="with --all: smoke | default | paper | path.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (units to compute, reused, SEAL RL rounds) and estimated wall time per "
-                        "phase, then exit; loads no model (a first estimate on a device runs a short calibration)")
+                        "phase, then exit; trains nothing and writes no run folder. The first dry run in a reports "
+                        "dir on a device loads the model once to calibrate (says so first; ~20-60 s on a CPU, "
+                        "recorded in <reports>/.calibration.json); later ones load no model")
     add_settings_flags(p, RunConfig)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("train-seal", help="run SEAL's RL loop (ReST-EM) and cache the policy",
@@ -377,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
     _quiet_third_party(args.verbose)
+    previous = _second_interrupt_exits()
     try:
         return args.func(args)
     except user_errors() as err:
@@ -393,9 +431,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sealbench: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
-        print(f"sealbench: interrupted; {err or 'finished units are saved, re-run the same command to resume'}",
-              file=sys.stderr)
+        what = str(err) or ("(every row already written is kept: rows are appended as each finishes); re-run "
+                            "the same command to resume")
+        print(f"sealbench: interrupted {what}", file=sys.stderr)
         return 130
+    finally:
+        import signal
+
+        if previous is not None and signal.getsignal(signal.SIGINT) is _first_interrupt:
+            signal.signal(signal.SIGINT, previous)  # no Ctrl-C came: leave the caller's handler as it was
+
+
+def _first_interrupt(signum, frame):
+    """Ctrl-C: stop the command (KeyboardInterrupt: rows written are kept, the message says what was
+    lost); from now on another Ctrl-C exits at once with status 130."""
+    import signal
+
+    signal.signal(signal.SIGINT, _second_interrupt)
+    raise KeyboardInterrupt
+
+
+def _second_interrupt(signum, frame):
+    import os
+
+    print("sealbench: interrupted again: stopping now, without cleaning up (rows already written are kept; "
+          "re-run the same command to resume)", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
+def _second_interrupt_exits():
+    """Install `_first_interrupt` for SIGINT (main thread, default handler only); the handler it
+    replaced, or None."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    return signal.signal(signal.SIGINT, _first_interrupt)
 
 
 if __name__ == "__main__":

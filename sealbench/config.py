@@ -14,6 +14,7 @@ overrides, and the resolved config is what a run records and hashes.
 from __future__ import annotations
 
 import re
+import typing
 from typing import Annotated, Literal
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
@@ -436,8 +437,9 @@ def device_kind(device: str, dtype: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------ validation
-def one_line(err: ValidationError, where: str) -> str:
-    """A pydantic error as one line: '<where>: <setting> = <value>: <problem>'."""
+def one_line(err: ValidationError, where: str, model: type[BaseModel] | None = None, flags: bool = False) -> str:
+    """A pydantic error as one line: '<where>: <setting> = <value>: <problem>'; with `model`, a
+    number out of bounds also gets its allowed range, and with `flags` the flag that sets it."""
     parts = []
     for e in err.errors()[:3]:
         loc = ".".join(str(x) for x in e["loc"]) or "value"
@@ -446,16 +448,68 @@ def one_line(err: ValidationError, where: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown setting (check the spelling; `sealbench run --help` lists them)"
-        parts.append(f"{loc}{shown}: {msg}")
+        extra = []
+        if flags and all(isinstance(x, str) for x in e["loc"]) and e["loc"]:
+            own = _field(model, e["loc"][:1]) if len(e["loc"]) == 1 else None
+            flag = ((own.json_schema_extra or {}) if own is not None and isinstance(own.json_schema_extra, dict)
+                    else {}).get("flag")
+            extra.append("flag " + (flag or "--" + "-".join(e["loc"]).replace("_", "-")))
+        bounds = _bounds(model, e["loc"]) if model is not None and e["type"] in BOUND_ERRORS else ""
+        if bounds:
+            extra.append(f"allowed: {bounds}")
+        parts.append(f"{loc}{shown}: {msg}" + (f" ({'; '.join(extra)})" if extra else ""))
     more = f" (+{len(err.errors()) - 3} more)" if len(err.errors()) > 3 else ""
     return f"{where}: " + "; ".join(parts) + more
 
 
-def validate(model: type[Settings], data, where: str):
-    """`model.model_validate(data)`, with any error as one ConfigError line."""
+BOUND_ERRORS = ("greater_than", "greater_than_equal", "less_than", "less_than_equal", "too_short", "too_long")
+
+
+def _field(model, loc: tuple):
+    """The pydantic field at `loc` (nested settings followed), or None."""
+    field = None
+    for name in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or name not in model.model_fields:
+            return None
+        field = model.model_fields[name]
+        args = [a for a in typing.get_args(field.annotation) if a is not type(None)]
+        model = args[0] if len(args) == 1 else field.annotation
+    return field
+
+
+def _bounds(model: type[BaseModel], loc: tuple) -> str:
+    """The allowed range of the setting at `loc` ('1 to 100000', '> 0 and <= 1'), or ''."""
+    import annotated_types as at
+
+    field = _field(model, loc)
+    if field is None:
+        return ""
+    bounds = {}
+    for m in field.metadata:
+        for kind, attr in (("ge", "ge"), ("gt", "gt"), ("le", "le"), ("lt", "lt"), ("min", "min_length"),
+                           ("max", "max_length")):
+            if isinstance(m, getattr(at, {"ge": "Ge", "gt": "Gt", "le": "Le", "lt": "Lt", "min": "MinLen",
+                                          "max": "MaxLen"}[kind])):
+                bounds[kind] = getattr(m, attr)
+    if "ge" in bounds and "le" in bounds:
+        return f"{bounds['ge']} to {bounds['le']}"
+    words = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+    out = [f"{words[k]} {v}" for k, v in bounds.items() if k in words]
+    out += [f"at least {bounds['min']} value(s)"] if "min" in bounds else []
+    out += [f"at most {bounds['max']} value(s)"] if "max" in bounds else []
+    return " and ".join(out)
+
+
+def validate(model: type[Settings], data, where: str, given: dict | None = None, given_where: str | None = None):
+    """`model.model_validate(data)`, with any error as one ConfigError line (out-of-bounds numbers
+    with their allowed range). `given`/`given_where`: the settings the user typed (flags) within
+    `data`; an error only in them is blamed on `given_where` and names their flags, not `where`."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of settings, got {type(data).__name__}")
     try:
         return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(one_line(err, where)) from None
+        tops = {e["loc"][0] for e in err.errors() if e["loc"]}
+        if given and given_where and tops and tops <= set(given):
+            raise ConfigError(one_line(err, given_where, model, flags=True)) from None
+        raise ConfigError(one_line(err, where, model, flags=where.startswith("sealbench "))) from None

@@ -27,7 +27,7 @@ from .engine.train import buckets, schedule
 from .executors import engine_name
 from .families.base import Work
 from .runner import prepare, run_id
-from .store import RESULTS, SELF_EDITS, cached_rows, device_name, read_rows
+from .store import RESULTS, SELF_EDITS, cached_rows, device_name, read_rows, write_json
 
 
 @dataclass
@@ -103,7 +103,7 @@ def dry_run(config: RunConfig, say) -> dict:
                 to_sample[key] = pend
     phases: dict[str, float] = {}
     if pending or rl_work:
-        rates = calibrate(cfg, p, location, fingerprints["base"], reports)
+        rates = calibrate(cfg, p, location, fingerprints["base"], reports, say)
         k = cfg.edits_per_batch or _default_k(cfg)
         overhead = 65536 if cfg.device.startswith("cuda") else 64
         phases["load model"] = rates.load_s
@@ -186,21 +186,28 @@ def _fmt(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
-def calibrate(cfg, p, location, fingerprint: str, reports: Path) -> Rates:
+def calibrate(cfg, p, location, fingerprint: str, reports: Path, say=None) -> Rates:
     """The engine's rates on this device for this model, K and thread count: recorded ones from
-    `<reports>/.calibration.json`, else measured now (~20-60 s on a CPU)."""
+    `<reports>/.calibration.json`, else measured now (~20-60 s on a CPU; `say` is told first)."""
     import torch
 
     key = (f"v3|{device_name(cfg.device if cfg.device != 'auto' else 'cpu')}|{fingerprint}|{cfg.edits_per_batch}|"
            f"{torch.get_num_threads()}")
     path = reports / ".calibration.json"
-    known = json.loads(path.read_text()) if path.exists() else {}
-    if key in known:
+    try:
+        known = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except (UnicodeDecodeError, ValueError):
+        known = {}  # a corrupt record is measured again
+    if key in known and isinstance(known[key], dict) and None not in known[key].values():
         return Rates(**known[key])
+    if say is not None:
+        say(f"calibrating the cost model first: loading {cfg.model} and timing a few training steps and "
+            "generations on this device (about 20-60 s on a CPU, less on a GPU; once per device, model, K and "
+            f"thread count, recorded in {path})")
     rates = _measure(cfg, p)
     reports.mkdir(parents=True, exist_ok=True)
     known[key] = asdict(rates)
-    path.write_text(json.dumps(known, indent=1) + "\n")
+    write_json(path, known)  # atomic; a non-finite rate as null (measured again next time)
     return rates
 
 

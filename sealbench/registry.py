@@ -77,13 +77,15 @@ def all_preset(name_or_path: str) -> tuple[Path, list[RunConfig]]:
     return path, jobs
 
 
-def rl_preset(name_or_path: str, **overrides) -> RLConfig:
-    """A SEAL RL preset (presets/seal_rl/<name>.yaml or a path) with overrides (None ignored)."""
+def rl_preset(name_or_path: str, overrides_where: str = "sealbench train-seal", **overrides) -> RLConfig:
+    """A SEAL RL preset (presets/seal_rl/<name>.yaml or a path) with overrides (None ignored). An
+    error only in the overrides is blamed on `overrides_where` (the flags), not on the preset."""
     path = find_named(ROOT / "presets" / "seal_rl", name_or_path, "SEAL RL preset")
     raw = read_yaml(path, "SEAL RL preset")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: an RL preset is a mapping of settings")
-    return validate(RLConfig, {**raw, **{k: v for k, v in overrides.items() if v is not None}}, str(path))
+    given = {k: v for k, v in overrides.items() if v is not None}
+    return validate(RLConfig, {**raw, **given}, str(path), given, overrides_where)
 
 
 def presets(kind: str) -> list[str]:

@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
-from .store import COMPLETE, RESULTS, StoreError, read_rows, write_atomic
+from .store import COMPLETE, RESULTS, StoreError, read_rows, reader_fix, short_results, write_atomic
 
 GRADING_DIR = Path(__file__).resolve().parent / "grading"
 # The modules each grader's verdicts depend on (besides the one that defines its class); `match`
@@ -190,7 +190,7 @@ def agreement(folder: Path, a: str, b: str) -> list[dict]:
 
 # ----------------------------------------------------------------------------------- a run folder
 def _latest(path: Path) -> list[dict]:
-    rows = read_rows(path)
+    rows = read_rows(path, fix=reader_fix(path))
     last = {}
     for r in rows:
         last[r.get("key")] = r
@@ -266,6 +266,11 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
     folder = Path(folder)
     if not folder.is_dir():
         raise RegradeError(f"{folder} is not a run folder; pass reports/<run-id>")
+    if not any((folder / m).exists() for m in (COMPLETE, "config.json", "summary.json")):
+        inside = [p.parent.name for p in sorted(folder.glob("*/config.json"))[:3]]
+        hint = f" (it holds run folders, e.g. {folder / inside[0]}: pass one of them)" if inside else ""
+        raise RegradeError(f"{folder} is not a run folder (no config.json or COMPLETE){hint}; pass "
+                           "reports/<run-id>, a folder that `sealbench run` finished")
     if not (folder / COMPLETE).exists():
         raise RegradeError(f"{folder} is not finished (no COMPLETE); finish it with `sealbench run` first "
                            f"(or `sealbench migrate` for an old folder)")
@@ -273,6 +278,9 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
         cfg = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as err:
         raise RegradeError(f"{folder}/config.json cannot be read ({err}); pass a run folder") from None
+    short = short_results(folder)
+    if short:
+        raise RegradeError(short)
     if cfg.get("task") != "seal_squad_nocontext" and "kind" not in cfg:
         raise RegradeError(f"{folder} is a {cfg.get('task')} run: only knowledge (seal_squad_nocontext) "
                            "answers are graded by match|em|f1|judge")
@@ -288,19 +296,26 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
                            f"item_ids, its answers no passage ids): run it again with --grader {grader.name}")
     version = grader_version(grader)
     primary = grader.name == (cfg.get("grader") or "match")
+    if _up_to_date(folder, grader.name, version):  # a second call only reads: no lock (a read-only folder is fine)
+        say(f"up to date {folder} ({grader.name}: every answer already has its verdict, version {version})")
+        return "up to date"
     had_lock_file = (folder / ".lock").exists()   # committed folders carry none: leave none behind
     lock = FileLock(folder / ".lock", timeout=0)
     try:
         lock.acquire()
     except Timeout:
         raise StoreError(f"{folder} is in use by another process; wait for it to finish, then grade again") from None
+    except OSError as err:
+        raise StoreError(f"{folder} is read-only ({err.strerror}): grade writes {grader.name}'s verdicts into the "
+                         "run folder; make it writable, or copy the folder somewhere writable and grade the "
+                         "copy") from None
     try:
-        raw = read_rows(folder / RESULTS)
+        raw = read_rows(folder / RESULTS, fix=reader_fix(folder / RESULTS))
         if not any(graded_rows(r) for r in raw):
             raise RegradeError(f"{folder}/results.jsonl holds no stored answers (questions) to grade; run it "
                                f"again with --grader {grader.name}")
         latest = {r.get("key"): r for r in raw}
-        summary = read_rows(folder / "summary.jsonl")
+        summary = read_rows(folder / "summary.jsonl", fix=reader_fix(folder / "summary.jsonl"))
         # Verdicts of another version of this grader are replaced and kept under
         # `<name>@legacy` / `<name>@<old hash>`; so are its results-table rows when every one of
         # its verdicts was of that one older version (else those rows are dropped).
@@ -355,6 +370,18 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
     kept = f"; the older version's verdicts and rows are kept as {superseded}" if superseded else ""
     say(f"graded {folder} with {grader.name} ({version}): {graded} answers of {n_ok} units; nothing trained{kept}")
     return "graded"
+
+
+def _up_to_date(folder: Path, name: str, version: str) -> bool:
+    """Every answer of the run already has `name`'s verdict of `version`, and the results table has
+    `name`'s rows (read only; the checks under the lock in grade_run decide everything else)."""
+    raw = read_rows(folder / RESULTS, fix=reader_fix(folder / RESULTS))
+    summary = read_rows(folder / "summary.jsonl", fix=reader_fix(folder / "summary.jsonl"))
+    if not any(s.get("grader") == name for s in summary) or not any(graded_rows(r) for r in raw):
+        return False
+    latest = {r.get("key"): r for r in raw}
+    return all(((q.get("verdicts") or {}).get(name) or {}).get("version") == version
+               for r in latest.values() if r.get("status") == "ok" and graded_rows(r) for q in r["questions"])
 
 
 def main_grade_run(folder: str, grader: str) -> int:

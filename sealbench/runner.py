@@ -114,10 +114,21 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
     cfg = p.config
     check_executor(cfg)  # e.g. --executor ray without Ray: one line before any model loads
     clock["prepared"] = time.perf_counter()
-    base_loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype)
+    try:
+        base_loaded = loaded or load_model(cfg.model, cfg.device, cfg.dtype)
+    except KeyboardInterrupt:
+        raise Interrupted(f"while loading the model {cfg.model}: nothing was written yet (no run folder); "
+                          "re-run the same command") from None
     clock["loaded"] = time.perf_counter()
     bar = _overall_bar(p, base_loaded.fingerprint, progress)   # one bar and ETA: RL edits, then units
-    policies = _policies(p, bar, say)
+    try:
+        policies = _policies(p, bar, say)
+    except KeyboardInterrupt as err:
+        if isinstance(err, Interrupted):
+            raise
+        raise Interrupted(f"while training the SEAL policy (an RL run folder under {cfg.reports_dir}): every "
+                          "sample, reward and round already written is kept; re-run the same command to resume "
+                          "it") from None
     clock["policies"] = time.perf_counter()
     fingerprints = {"base": base_loaded.fingerprint, **{f"policy:{n}": q.fingerprint for n, q in policies.items()}}
     engines: dict = {"base": lambda: Engine(base_loaded, cfg.lora_settings(), cfg.edits_per_batch, cfg.gen_batch_size)}
@@ -153,16 +164,21 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
                 f"here, {len(reused)} reused from other runs, {len(pending)} to compute; {_threads()} torch "
                 f"thread(s))")
             if pending:
-                saved = [0]
+                saved, sampling = [0], True
                 try:
                     edits = _edits(folder, pending, sources, cfg.reports_dir, bar)
+                    sampling = False
                     clock["edits"] = time.perf_counter()
                     bar.total += len(pending)
                     _compute(executor, folder, pending, edits, bar, p.grader, saved)
                 except KeyboardInterrupt:
-                    raise Interrupted(f"{saved[0]} finished unit(s) of {len(pending)} were saved in {folder.path}, "
-                                      f"{len(pending) - saved[0]} in flight or queued were lost; re-run the same "
-                                      "command to resume") from None
+                    if sampling:
+                        raise Interrupted(f"while sampling the self-edits of {len(pending)} unit(s): the self-edits "
+                                          "of this batch were not saved yet, finished units and reused rows in "
+                                          f"{folder.path} are kept; re-run the same command to resume") from None
+                    raise Interrupted(f"while training and answering units: {saved[0]} finished unit(s) of "
+                                      f"{len(pending)} were saved in {folder.path}, {len(pending) - saved[0]} in "
+                                      "flight or queued were lost; re-run the same command to resume") from None
                 clock["units"] = time.perf_counter()
             latest = folder.latest(RESULTS)
             rows_by_key = {u.key: latest[u.key] for u in plan if u.key in latest}
@@ -176,7 +192,7 @@ def run(config: RunConfig, progress: bool = True, say=None, loaded=None) -> RunR
             failures = [f"{u.label}: {rows_by_key[u.key]['error']}" for u in plan
                         if u.key in rows_by_key and rows_by_key[u.key]["status"] != "ok"]
             if len(rows_by_key) == len(plan):
-                folder.finish(table, markdown)
+                folder.finish(table, markdown, len(plan))
     except GraderError:
         if new:  # the grader failed before any row (a judge's key, URL or model): leave no half folder
             _drop_if_empty(Path(cfg.reports_dir) / rid)

@@ -6,7 +6,7 @@
         results.jsonl   one row per finished unit (append-only, fsynced; the newest row of a key wins)
         self_edits.jsonl  every generated or fetched self-edit
         summary.jsonl / summary.csv / summary.md   the results table (report/results.py)
-        COMPLETE        written last, once every planned unit has a row
+        COMPLETE        written last, once every planned unit has a row (the time, the unit count)
 
 A folder is created only once its run can start (the model loaded), so a failed start leaves
 nothing behind. A run holds the folder's lock (`filelock`) while it writes; a second process names
@@ -23,6 +23,7 @@ same key from any run folder under the reports dir, and records where it came fr
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -46,15 +47,17 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str, fix: str | None = None) -> None:
     """Write `text` to `path` through a uniquely named temp file in the same folder + rename.
-    A full disk or a read-only folder is a StoreError (one line) and leaves `path` as it was."""
+    A full disk or a read-only folder is a StoreError (one line; `fix`: what to do instead of the
+    default advice) and leaves `path` as it was."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as err:
-        raise StoreError(_os_message(err, path)) from None
+        raise StoreError(_os_message(err, path, fix)) from None
     try:
+        os.fchmod(fd, _plain_mode(path))  # mkstemp makes 0600: give the mode a plain open() would
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -63,17 +66,71 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException as err:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, OSError):
-            raise StoreError(_os_message(err, path)) from None
+            raise StoreError(_os_message(err, path, fix)) from None
         raise
 
 
+def _plain_mode(path: Path) -> int:
+    """The mode `open(path, "w")` would leave: an existing file's own, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        pass
+    try:  # read without changing it (os.umask sets it, racing other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def json_safe(obj):
+    """`obj` with every non-finite float (NaN, inf: e.g. the mean of no kept rewards) as None, so
+    the JSON written is valid JSON (`null`), which json.dumps' NaN/Infinity are not."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: Path, obj) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
+    """`obj` as indented JSON (non-finite numbers as null), written atomically."""
+    write_atomic(path, json.dumps(json_safe(obj), indent=2, default=str, allow_nan=False) + "\n")
 
 
-def read_rows(path: Path, quarantine: bool = False, keyed: bool = False) -> list[dict]:
+def read_json(path: Path, fix: str):
+    """The JSON object in `path`; a file that is not valid JSON (or not UTF-8) is a StoreError naming
+    it and `fix` (what to do about it)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StoreError(f"{path} is not valid JSON ({err}); {fix}") from None
+
+
+QUARANTINE_FIX = "re-run with --quarantine-corrupt to move it aside (its unit is then recomputed)"
+
+
+def reader_fix(path: Path) -> str:
+    """The fix for a corrupt line met by a command that only reads a run folder (view, grade,
+    compare): those have no --quarantine-corrupt; the command that wrote the folder has."""
+    folder = Path(path).parent
+    if Path(path).name == "summary.jsonl":
+        return (f"re-run the `sealbench run` command that wrote {folder} (its manifest.json's `command`): "
+                "it rebuilds the results table from results.jsonl")
+    return (f"delete that line, or re-run the `sealbench run` command that wrote {folder} (its manifest.json's "
+            "`command`) with --quarantine-corrupt: the line is moved aside and its unit recomputed")
+
+
+def read_rows(path: Path, quarantine: bool = False, keyed: bool = False, fix: str = QUARANTINE_FIX) -> list[dict]:
     """Rows of a JSONL file. A torn final line is skipped; a corrupt line elsewhere raises
-    StoreError naming the file and line, or (quarantine=True) is moved to `<file>.corrupt`.
+    StoreError naming the file, the line and `fix`, or (quarantine=True) is moved to `<file>.corrupt`.
     `keyed`: a row that is not an object with a `key` is corrupt too (a run folder's rows)."""
     if not path.exists():
         return []
@@ -91,8 +148,7 @@ def read_rows(path: Path, quarantine: bool = False, keyed: bool = False) -> list
             rows.append(row)
         except (UnicodeDecodeError, ValueError) as err:
             if not quarantine:
-                raise StoreError(f"{path}:{n} is not a valid row ({err}); re-run with --quarantine-corrupt "
-                                 "to move it aside (its unit is then recomputed)") from None
+                raise StoreError(f"{path}:{n} is not a valid row ({err}); {fix}") from None
             bad.append(line)
     if bad:
         with open(path.with_name(path.name + ".corrupt"), "ab") as f:
@@ -135,7 +191,7 @@ class RunFolder:
                 except (UnicodeDecodeError, json.JSONDecodeError) as err:
                     raise StoreError(f"{cfg_path} is not valid JSON ({err}); delete the folder {folder.path} "
                                      "(its rows are recomputed or reused from other folders) and run again") from None
-                if held != json.loads(json.dumps(config, default=str)):
+                if held != json.loads(json.dumps(json_safe(config), default=str)):
                     raise StoreError(f"{folder.path} holds a run of another config; refusing to mix them")
             else:
                 write_json(cfg_path, config)
@@ -218,15 +274,53 @@ class RunFolder:
     def write_manifest(self, manifest: dict) -> None:
         write_json(self.path / "manifest.json", manifest)
 
-    def finish(self, rows: list[dict], markdown: str) -> None:
-        """Write the results table files, then COMPLETE last (a kill in between leaves none)."""
+    def finish(self, rows: list[dict], markdown: str, n_units: int | None = None) -> None:
+        """Write the results table files, then COMPLETE last (a kill in between leaves none).
+        COMPLETE holds the time and, with `n_units`, how many unit rows results.jsonl holds, so a
+        reader can tell a truncated or deleted results.jsonl (`short_results`)."""
         from .report.results import csv_text, jsonl_text
 
         (self.path / COMPLETE).unlink(missing_ok=True)
         write_atomic(self.path / "summary.jsonl", jsonl_text(rows))
         write_atomic(self.path / "summary.csv", csv_text(rows))
         write_atomic(self.path / "summary.md", markdown)
-        write_atomic(self.path / COMPLETE, now_iso() + "\n")
+        units = f"{RESULTS}: {n_units} units\n" if n_units is not None else ""
+        write_atomic(self.path / COMPLETE, now_iso() + "\n" + units)
+
+
+def short_results(folder: Path) -> str | None:
+    """One line when a finished folder's results.jsonl holds fewer unit rows than its COMPLETE
+    records (truncated, emptied or deleted after the run), with the fix; else None. Folders whose
+    COMPLETE records no count (older ones, SEAL RL runs) are not checked. Reads only."""
+    folder = Path(folder)
+    try:
+        lines = (folder / COMPLETE).read_text(encoding="utf-8", errors="replace").splitlines()
+        want = next(int(x.split(":", 1)[1].split()[0]) for x in lines if x.startswith(f"{RESULTS}:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    path = folder / RESULTS
+    keys = set()
+    try:
+        lines = path.read_bytes().split(b"\n")
+        for n, line in enumerate(lines, 1):
+            try:
+                row = json.loads(line) if line.strip() else None
+            except ValueError:
+                if n < len(lines):
+                    return None  # a corrupt whole line: reading the rows reports it, with its fix
+                continue  # a torn last line
+            if isinstance(row, dict) and "key" in row:
+                keys.add(row["key"])
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return None
+    if len(keys) >= want:
+        return None
+    what = "is missing" if not path.exists() else f"holds {len(keys)} of the {want} unit rows"
+    return (f"{path} {what} (its COMPLETE records {want}; truncated or deleted after the run); re-run the "
+            f"`sealbench run` command that wrote {folder} (its manifest.json's `command`) to rebuild it "
+            "(missing units are reused from other runs or recomputed)")
 
 
 def _cut_torn_tail(path: Path) -> int:
@@ -249,20 +343,22 @@ def _cut_torn_tail(path: Path) -> int:
         return keep
 
 
-def _os_message(err: OSError, path: Path) -> str:
-    """One line for an OSError writing a run folder: what, where, and the fix."""
+def _os_message(err: OSError, path: Path, fix: str | None = None) -> str:
+    """One line for an OSError writing a run folder (or a report): what, where, and the fix
+    (`fix`: a command's own, e.g. "pass --out a folder elsewhere")."""
     import errno
 
     if err.errno == errno.ENOSPC:
         return (f"no space left on the device writing {path}; free some space (or write to another folder), "
-                "then re-run the same command (finished rows are kept)")
+                "then re-run the same command (finished rows are kept)" if fix is None else
+                f"no space left on the device writing {path}; free some space or {fix}")
     if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return (f"cannot write {path}: {err.strerror} (read-only?); make its folder writable or pick another "
-                "folder, then re-run the same command")
+        return (f"cannot write {path}: {err.strerror} (read-only?); "
+                + (fix or "make its folder writable or pick another folder, then re-run the same command"))
     if err.errno in (errno.ENOTDIR, errno.EEXIST):
         return (f"cannot use {path}: a file stands where a folder is needed ({err.strerror}); move that file "
-                "away or pick another folder, then re-run the same command")
-    return f"cannot write {path}: {err.strerror or err}; fix that path, then re-run the same command"
+                "away or " + (fix or "pick another folder, then re-run the same command"))
+    return f"cannot write {path}: {err.strerror or err}; " + (fix or "fix that path, then re-run the same command")
 
 
 def holder_if_in_use(folder: Path) -> str | None:

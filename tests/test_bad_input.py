@@ -502,3 +502,328 @@ def test_a_read_only_compare_output_is_one_line(env, ckpt, capsys, monkeypatch):
     one_error(capsys, main(["compare", str(env / "reports"), "--out", str(out), "--no-plots"]),
               f"cannot write {out / 'results.csv'}: Read-only file system")
     assert not any(out.iterdir())
+
+
+# ------------------------------------------------------------------ issue 24/25: a new-user attack, round 2
+def train_seal(env, ckpt, *extra) -> list[str]:
+    return ["train-seal", "--preset", "tiny", "--model", str(ckpt), "--device", "cpu", "--heldout-items", "0",
+            "--max-new-tokens", "8", "--max-answer-tokens", "4", "--no-progress",
+            "--reports-dir", str(env / "reports"), *extra]
+
+
+def test_a_corrupt_rl_manifest_is_one_line(env, ckpt, capsys, monkeypatch):
+    from sealbench.rl import loop
+
+    def stop(*a, **k):  # the rounds never start: a killed run, and the test stays fast
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_round", stop)
+    assert main(train_seal(env, ckpt)) == 130
+    capsys.readouterr()
+    manifest = next((env / "reports").glob("seal-rl-*")) / "manifest.json"
+    manifest.write_text('{"config": {"kind": "seal-rl"')  # a full disk's half a file
+    line = one_error(capsys, main(train_seal(env, ckpt)), f"{manifest} is not valid JSON")
+    assert "delete that file and re-run the same command" in line
+    assert manifest.read_text() == '{"config": {"kind": "seal-rl"'
+    manifest.unlink()  # the fix the line names works: the run goes on (to the rounds)
+    assert main(train_seal(env, ckpt)) == 130 and json.loads(manifest.read_text())["models"]["base"]["fingerprint"]
+
+
+@pytest.mark.parametrize("flags", [["--edit-format", "guided"], ["--ttt-cap", "64"], ["--mini-rules", "color_map"]])
+def test_arc_flags_on_knowledge_train_seal_are_refused(env, capsys, flags):
+    rc = main(["train-seal", "--preset", "tiny", "--no-progress", "--reports-dir", str(env / "reports")] + flags)
+    one_error(capsys, rc, f"{flags[0]}: ARC setting(s), unused by task seal_squad_nocontext")
+    nothing_written(env)
+
+
+def test_arc_flags_with_run_all_go_to_arc_jobs_only(env, capsys):
+    from sealbench.cli import all_jobs
+
+    knowledge_only = env / "k.yaml"
+    knowledge_only.write_text("jobs:\n  - {task: seal_squad_nocontext, contenders: [base], n_passages: 1}\n")
+    line = one_error(capsys, main(["run", "--all", "--preset", str(knowledge_only), "--dry-run", "--edit-format",
+                                   "guided", "--reports-dir", str(env / "reports")]), "--edit-format: ARC setting")
+    assert f"preset {knowledge_only} has no ARC job" in line
+    nothing_written(env)
+    mixed = env / "m.yaml"
+    mixed.write_text("jobs:\n  - {task: seal_squad_nocontext, contenders: [base], n_passages: 1}\n"
+                     "  - {task: seal_arc_mini, contenders: [icl], n_tasks: 1}\n")
+    plain = all_jobs(str(mixed), {"seed": 3})
+    knowledge, arc = all_jobs(str(mixed), {"seed": 3, "edit_format": "guided", "ttt": {"cap": 64}})
+    assert knowledge == plain[0] and knowledge.seed == 3  # its identity (run id) is unchanged
+    assert arc.edit_format == "guided" and arc.ttt.cap == 64 and arc.seed == 3
+
+
+@pytest.mark.parametrize("command", ["view", "grade"])
+@pytest.mark.parametrize("name", ["results.jsonl", "summary.jsonl"])
+def test_a_corrupt_row_seen_by_a_reader_suggests_what_works(env, ckpt, capsys, command, name):
+    """view and grade have no --quarantine-corrupt: the line names what does work."""
+    folder = finished(env, ckpt, capsys)
+    rows = (folder / name).read_text().splitlines()
+    (folder / name).write_text("\n".join(["{not json"] + rows[1:]) + "\n")
+    argv = [command, str(folder)] + (["--grader", "em"] if command == "grade" else ["--out", str(env / "v.html")])
+    line = one_error(capsys, main(argv), f"{folder / name}:1")
+    assert "--quarantine-corrupt" not in line or "sealbench run" in line, line
+    assert f"re-run the `sealbench run` command that wrote {folder}" in line
+    assert not (env / "v.html").exists()
+    if name == "results.jsonl":  # the fix the line names works
+        assert main(tiny_run(env, ckpt, "--quarantine-corrupt")) == 0
+    else:
+        assert main(tiny_run(env, ckpt)) == 0
+    capsys.readouterr()
+    assert main(argv) == 0
+
+
+@pytest.mark.parametrize("command", ["view", "compare", "grade"])
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_short_results_file_in_a_finished_folder_is_one_line(env, ckpt, capsys, command, damage):
+    assert main(tiny_run(env, ckpt, "--n-passages", "2")) == 0
+    capsys.readouterr()
+    folder = next((env / "reports").glob("seal-squad-*"))
+    results = folder / "results.jsonl"
+    assert (folder / "COMPLETE").read_text().endswith("results.jsonl: 2 units\n")
+    if damage == "missing":
+        results.unlink()
+    else:
+        results.write_text(results.read_text().splitlines()[0] + "\n")
+    argv = {"view": ["view", str(folder), "--out", str(env / "v.html")], "compare": ["compare", str(env / "reports"),
+            "--out", str(env / "cmp"), "--no-plots"], "grade": ["grade", str(folder), "--grader", "em"]}[command]
+    what = "is missing" if damage == "missing" else "holds 1 of the 2 unit rows"
+    line = one_error(capsys, main(argv), f"{results} {what}")
+    assert f"re-run the `sealbench run` command that wrote {folder}" in line
+    assert not (env / "v.html").exists() and not (env / "cmp").exists()
+    assert main(tiny_run(env, ckpt, "--n-passages", "2")) == 0  # the fix the line names works
+    assert len(results.read_text().splitlines()) == 2
+    capsys.readouterr()
+    assert main(argv) == 0
+
+
+def _fail_nth_write(monkeypatch, n: int, code: int):
+    """The n-th temp file of write_atomic cannot be created (a full disk, read-only storage)."""
+    import os
+
+    from sealbench import store
+
+    real, calls = store.tempfile.mkstemp, [0]
+
+    def mkstemp(*a, **k):
+        calls[0] += 1
+        if calls[0] >= n:
+            raise OSError(code, os.strerror(code))
+        return real(*a, **k)
+    monkeypatch.setattr(store.tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("code", ["EROFS", "ENOSPC"])
+def test_view_on_a_read_only_folder_or_a_full_disk_names_the_path_and_the_fix(env, ckpt, capsys, monkeypatch, code):
+    import errno
+
+    folder = finished(env, ckpt, capsys)
+    _fail_nth_write(monkeypatch, 1, getattr(errno, code))
+    line = one_error(capsys, main(["view", str(folder)]), str(folder / "view.html"))
+    assert "pass --out a file in a writable folder" in line and "Errno" not in line
+    out = env / "new" / "deeper" / "v.html"
+    one_error(capsys, main(["view", str(folder), "--out", str(out)]), str(out))
+    assert not (env / "new").exists() and not (folder / "view.html").exists()
+
+
+@pytest.mark.parametrize("code,word", [("EROFS", "Read-only file system"), ("ENOSPC", "no space left")])
+def test_compare_on_a_full_disk_or_read_only_out_leaves_nothing(env, ckpt, capsys, monkeypatch, code, word):
+    import errno
+
+    finished(env, ckpt, capsys)
+    _fail_nth_write(monkeypatch, 2, getattr(errno, code))  # results.csv is written, runs.csv is not
+    out = env / "cmp" / "new"
+    line = one_error(capsys, main(["compare", str(env / "reports"), "--out", str(out), "--no-plots"]), word)
+    assert str(out / "runs.csv") in line and "pass --out a writable folder" in line and "Errno" not in line
+    assert not (env / "cmp").exists()  # the folders it created are gone too
+    kept = env / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("x")
+    one_error(capsys, main(["compare", str(env / "reports"), "--out", str(kept), "--no-plots"]), word)
+    assert [p.name for p in kept.iterdir()] == ["mine.txt"]
+
+
+def _interrupted_line(capsys) -> str:
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("sealbench:")]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_ctrl_c_while_loading_the_model_says_so(env, ckpt, capsys, monkeypatch):
+    from sealbench import runner
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "load_model", ctrl_c)
+    assert main(tiny_run(env, ckpt)) == 130
+    line = _interrupted_line(capsys)
+    assert line.startswith(f"sealbench: interrupted while loading the model {ckpt}: nothing was written"), line
+    nothing_written(env)
+
+
+def test_ctrl_c_while_sampling_self_edits_says_what_is_kept(env, ckpt, capsys, monkeypatch):
+    from sealbench.edits import EditSources
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(EditSources, "produce", ctrl_c)
+    assert main(tiny_run(env, ckpt, "--contender", "base", "self-notes")) == 130
+    line = _interrupted_line(capsys)
+    assert line.startswith("sealbench: interrupted while sampling the self-edits of 2 unit(s)"), line
+    assert "re-run the same command to resume" in line and "interrupted; " not in line
+
+
+def test_ctrl_c_in_train_seal_says_what_is_kept(env, ckpt, capsys, monkeypatch):
+    from sealbench.rl import loop
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(loop, "_round", ctrl_c)
+    assert main(train_seal(env, ckpt)) == 130
+    assert _interrupted_line(capsys).startswith("sealbench: interrupted while training the SEAL policy")
+
+
+def test_a_second_ctrl_c_exits_130_without_a_traceback(tmp_path):
+    """The first Ctrl-C stops the command and cleans up; a second one (during that clean-up, or as
+    the interpreter exits) ends the process with status 130, one line, no traceback."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "two.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "from sealbench import cli\n"
+        "def slow(args):\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(10)\n"
+        "    finally:  # the clean-up, interrupted\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        time.sleep(10)\n"
+        "cli.cmd_list = slow\n"
+        "sys.exit(cli.main(['list']))\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    assert proc.returncode == 130, proc
+    assert "Traceback" not in proc.stderr and "sealbench: interrupted again" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("argv,want", [
+    (["train-seal", "--preset", "tiny", "--max-statements", "0"],
+     "sealbench train-seal: max_statements = '0': Input should be greater than or equal to 1 "
+     "(flag --max-statements; allowed: 1 to 100000)"),
+    (["train-seal", "--preset", "tiny", "--top-p", "0"], "(flag --top-p; allowed: > 0 and <= 1)"),
+    (["train-seal", "--preset", "tiny", "--inner-learning-rate", "5"], "flag --inner-learning-rate; allowed:"),
+    (["run", "--n-passages", "0"], "(flag --n-passages; allowed: 1 to"),
+])
+def test_an_out_of_range_flag_names_the_flag_the_value_and_the_range(env, capsys, argv, want):
+    line = one_error(capsys, main(argv + ["--reports-dir", str(env / "reports")]), want)
+    assert "presets/" not in line and ".yaml" not in line, line  # the flag is blamed, not the preset
+    nothing_written(env)
+
+
+def test_a_bad_flag_with_run_all_is_blamed_on_the_flag(env, capsys):
+    preset = env / "p.yaml"
+    preset.write_text("jobs:\n  - {task: seal_squad_nocontext, contenders: [base], n_passages: 1}\n")
+    line = one_error(capsys, main(["run", "--all", "--preset", str(preset), "--epochs", "0",
+                                   "--reports-dir", str(env / "reports")]), "sealbench run --all (job 0 of")
+    assert "epochs = '0'" in line and "flag --epochs; allowed: 1 to" in line
+
+
+@pytest.mark.parametrize("grader", ["", " ", "MATCH"])
+@pytest.mark.parametrize("target", ["run", "file"])
+def test_grade_refuses_an_empty_or_unknown_grader_with_the_list(tmp_path, capsys, grader, target):
+    (tmp_path / "in.jsonl").write_text('{"question": "q", "gold": "a", "prediction": "a"}\n')
+    argv = (["grade", str(tmp_path), "--grader", grader] if target == "run" else
+            ["grade", "--in", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl"), "--grader", grader])
+    line = one_error(capsys, main(argv), f"--grader {grader!r}: unknown grader; choose one of: match, em, f1, judge")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("same", ["same", "relative", "link"])
+def test_grade_refuses_to_overwrite_its_input(tmp_path, capsys, monkeypatch, same):
+    inp = tmp_path / "in.jsonl"
+    text = '{"question": "q", "gold": "a", "prediction": "a"}\n'
+    inp.write_text(text)
+    monkeypatch.chdir(tmp_path)
+    out = {"same": str(inp), "relative": "./in.jsonl", "link": str(tmp_path / "link.jsonl")}[same]
+    if same == "link":
+        (tmp_path / "link.jsonl").symlink_to(inp)
+    one_error(capsys, main(["grade", "--in", str(inp), "--out", out]), "is the --in file; pass another --out")
+    assert inp.read_text() == text
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["compare", "MISSING"], "MISSING does not exist; pass a folder that holds run folders"),
+    (["leaderboard", "MISSING", "--no-plots"], "MISSING does not exist"),
+    (["compare", "FILE"], "FILE is a file, not a folder"),
+    (["grade", "EMPTY", "--grader", "em"], "EMPTY is not a run folder (no config.json or COMPLETE); pass"),
+    (["grade", "MISSING", "--grader", "em"], "MISSING is not a run folder"),
+])
+def test_a_path_that_is_not_what_the_command_needs_says_so(tmp_path, capsys, argv, word):
+    names = {"MISSING": tmp_path / "no-such-dir", "FILE": tmp_path / "f.txt", "EMPTY": tmp_path / "empty"}
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "f.txt").write_text("x")
+    for k, v in names.items():
+        word = word.replace(k, str(v))
+    argv = [str(names[a]) if a in names else a for a in argv]
+    line = one_error(capsys, main(argv), word)
+    assert "no finished runs" not in line and "not finished" not in line, line
+    assert not (tmp_path / "no-such-dir").exists() and not any((tmp_path / "empty").iterdir())
+
+
+def test_grade_on_a_reports_dir_points_at_its_run_folders(env, ckpt, capsys):
+    folder = finished(env, ckpt, capsys)
+    line = one_error(capsys, main(["grade", str(env / "reports"), "--grader", "em"]), "is not a run folder")
+    assert f"it holds run folders, e.g. {folder}: pass one of them" in line
+
+
+def _read_only(monkeypatch):
+    """A read-only run folder as filelock and write_atomic meet it (root in CI cannot chmod one)."""
+    import errno
+
+    import filelock
+
+    from sealbench import store
+
+    class ReadOnly:
+        def __init__(self, path, timeout=0):
+            self.path = path
+
+        def acquire(self):
+            raise PermissionError(errno.EROFS, "Read-only file system", str(self.path))
+
+    def refuse(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+    monkeypatch.setattr(filelock, "FileLock", ReadOnly)
+    monkeypatch.setattr(store.tempfile, "mkstemp", refuse)
+
+
+def test_grade_on_a_read_only_graded_folder_needs_no_lock(env, ckpt, capsys, monkeypatch):
+    folder = finished(env, ckpt, capsys)
+    assert main(["grade", str(folder), "--grader", "em"]) == 0
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    _read_only(monkeypatch)
+    assert main(["grade", str(folder), "--grader", "em"]) == 0  # already graded: it only reads
+    assert "up to date" in capsys.readouterr().err
+    assert main(["grade", str(folder), "--grader", "match"]) == 0  # the run's own grader: up to date too
+    assert "up to date" in capsys.readouterr().err
+    line = one_error(capsys, main(["grade", str(folder), "--grader", "f1"]), f"{folder} is read-only")
+    assert "copy the folder somewhere writable and grade the copy" in line
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+def test_the_first_dry_run_says_it_calibrates_before_it_does(env, ckpt, capsys, monkeypatch):
+    from sealbench import estimate
+
+    seen = []
+
+    def measure(cfg, p):  # what was printed before the (real: minutes on a CPU) calibration starts
+        seen.append(capsys.readouterr().err)
+        return estimate.Rates(0.01, 1e-5, 1e-3, 0.01, 0.05, 1.0)
+    monkeypatch.setattr(estimate, "_measure", measure)
+    assert main(tiny_run(env, ckpt, "--dry-run")) == 0
+    assert len(seen) == 1 and "calibrating the cost model first" in seen[0] and "20-60 s" in seen[0], seen
+    assert main(tiny_run(env, ckpt, "--dry-run")) == 0  # recorded: no calibration, no line
+    assert len(seen) == 1 and "calibrating" not in capsys.readouterr().err

@@ -284,3 +284,65 @@ def test_a_notes_file_is_keyed_by_each_note_not_by_its_path(tmp_path, tiny):
     spec.write_text("name: teacher\nfamily: squad\nedits: file\nfile: notes/moved.json\n")
     third = run(cfg(tmp_path, data, contenders=[str(spec)]), loaded=tiny, **QUIET)
     assert third.n_computed == 0 and {r["passage_id"]: r["key"] for r in results(third.folder)} == keys2
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_respect_the_umask_like_a_plain_open(tmp_path, umask):
+    """A temp file then rename (mkstemp makes 0600) leaves the mode a plain open() would."""
+    from sealbench.store import write_atomic, write_json
+
+    old = os.umask(umask)
+    try:
+        (tmp_path / "plain.txt").write_text("x")
+        write_atomic(tmp_path / "a.txt", "x")
+        write_json(tmp_path / "b.json", {"a": 1})
+        folder = RunFolder.open(tmp_path / "reports", "r", {"a": 1})
+        folder.close()
+    finally:
+        os.umask(old)
+    want = (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert want == 0o666 & ~umask
+    for path in (tmp_path / "a.txt", tmp_path / "b.json", tmp_path / "reports" / "r" / "config.json"):
+        assert path.stat().st_mode & 0o777 == want, (path, oct(path.stat().st_mode))
+    os.chmod(tmp_path / "a.txt", 0o640)  # an existing file keeps its own mode, as open() keeps it
+    write_atomic(tmp_path / "a.txt", "y")
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o640
+
+
+def test_json_files_never_hold_nan_or_infinity(tmp_path):
+    """round_N/stats.json of a round that kept nothing held NaN (invalid JSON): every JSON file the
+    project writes through write_json has null for a non-finite number."""
+    from sealbench.stats import mean_ci
+    from sealbench.store import write_json
+
+    empty = mean_ci([], 0)  # what a round that kept nothing reports
+    obj = {"reward_kept": empty, "nested": [{"x": float("nan")}, float("inf"), -float("inf"), (1.5, float("nan"))],
+           "ok": 0.25}
+    write_json(tmp_path / "stats.json", obj)
+    text = (tmp_path / "stats.json").read_text()
+
+    def refuse(name):
+        raise ValueError(f"{name} is not JSON")
+    back = json.loads(text, parse_constant=refuse)  # strict JSON: no NaN / Infinity
+    assert back["nested"] == [{"x": None}, None, None, [1.5, None]] and back["ok"] == 0.25
+    assert all(v is None or isinstance(v, (int, float, str)) for v in back["reward_kept"].values())
+
+
+def test_an_rl_round_that_kept_nothing_is_summarized_from_its_null_stats(tmp_path):
+    """stats.json of a round that kept nothing has null (not NaN) for reward_kept; the results table
+    reads it back as 'no number' (NaN, written null in summary.jsonl)."""
+    from types import SimpleNamespace
+
+    from sealbench.registry import rl_preset
+    from sealbench.rl import loop
+    from sealbench.stats import mean_ci
+    from sealbench.store import write_json
+
+    cfg = rl_preset("tiny")
+    (tmp_path / "round_1").mkdir()
+    write_json(tmp_path / "manifest.json", {"models": {"base": {"fingerprint": "f"}}, "device_name": "cpu"})
+    write_json(tmp_path / "round_1" / "stats.json", {"reward_all": mean_ci([0.0, 0.0], 0), "reward_kept": mean_ci([], 0)})
+    assert "NaN" not in (tmp_path / "round_1" / "stats.json").read_text()
+    rows = loop._summary_rows(SimpleNamespace(path=tmp_path), cfg, "rid", SimpleNamespace(name="m"), [], [])
+    kept = next(r for r in rows if r["metric"] == "reward_kept")
+    assert kept["n"] == 0 and kept["value"] != kept["value"]  # NaN: no number

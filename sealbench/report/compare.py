@@ -235,12 +235,38 @@ def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = 
         raise CompareError(f"no finished runs under {root}{extra}: "
                            "run `sealbench run ...` (or `sealbench migrate`) first")
     df = select_grader(df, grader)
-    out.mkdir(parents=True, exist_ok=True)
-    from ..store import write_atomic  # a full disk or a read-only --out: one line, no half file
+    from ..store import StoreError, _os_message
 
-    write_atomic(out / "results.csv", csv_text(df.to_dict("records")))
+    before = set(out.rglob("*")) if out.is_dir() else set()
+    made = [p for p in [out, *out.parents] if not p.exists()]
+    try:
+        return _write(df, root, out, skipped, make_plots, grader)
+    except (OSError, StoreError) as err:  # a full disk or a read-only --out: one line, nothing left behind
+        for p in sorted(set(out.rglob("*")) - before if out.is_dir() else [], key=lambda q: -len(q.parts)):
+            try:
+                p.rmdir() if p.is_dir() else p.unlink()
+            except OSError:
+                pass
+        for p in made:
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise CompareError(str(err) if isinstance(err, StoreError)
+                           else _os_message(err, Path(err.filename or out), OUT_FIX)) from None
+
+
+OUT_FIX = "pass --out a writable folder on another disk (e.g. --out /tmp/compare)"
+
+
+def _write(df: pd.DataFrame, root: Path, out: Path, skipped: list[str], make_plots: bool, grader) -> dict:
+    """compare's files (see `compare`); temp file then rename each, so none is half written."""
+    from ..store import write_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "results.csv", csv_text(df.to_dict("records")), OUT_FIX)
     runs = runs_table(df, config_diffs(df))
-    runs.to_csv(out / "runs.csv", index=False, lineterminator="\n")
+    write_atomic(out / "runs.csv", runs.to_csv(index=False, lineterminator="\n"), OUT_FIX)
     n_runs = df["run_id"].nunique()
     md = [f"# sealbench comparison\n\n{n_runs} run(s) under `{root}`. Cells: mean [95% CI] (n unit); "
           f"fractions in percent, differences in points, times in seconds.\n", "## Runs\n", md_table(runs)]
@@ -278,8 +304,8 @@ def compare(root: str | Path, out: str | Path | None = None, make_plots: bool = 
     if skipped:
         md += ["## Not compared\n"] + [f"- {s}" for s in skipped] + [""]
         body.append("<h2>Not compared</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
-    write_atomic(out / "compare.md", "\n".join(md))
-    write_atomic(out / "compare.html", page("sealbench comparison", "\n".join(body)))
+    write_atomic(out / "compare.md", "\n".join(md), OUT_FIX)
+    write_atomic(out / "compare.html", page("sealbench comparison", "\n".join(body)), OUT_FIX)
     return {"md": str(out / "compare.md"), "html": str(out / "compare.html"), "png": pngs, "n_runs": n_runs,
             "csv": [str(out / "results.csv"), str(out / "runs.csv")], "skipped": skipped}
 

@@ -1,8 +1,8 @@
 """The results table: one long table, one row per reported number, shared by every report.
 
 A finished run folder holds `summary.jsonl` and `summary.csv` (the same rows, columns `COLUMNS` in
-that order), `summary.md` (`run_markdown`), `manifest.json`, `config.json` and, written last, an
-empty marker `COMPLETE`. A folder with `config.json` but no `COMPLETE` is unfinished; one with an
+that order), `summary.md` (`run_markdown`), `manifest.json`, `config.json` and, written last, the
+marker `COMPLETE` (the time and the number of unit rows of results.jsonl). A folder with `config.json` but no `COMPLETE` is unfinished; one with an
 old-format `summary.json` but no `COMPLETE` needs `sealbench migrate`.
 
 Row fields (see docs/reports.md for every metric):
@@ -161,7 +161,10 @@ def read_run_rows(folder: Path) -> pd.DataFrame:
             try:
                 rows += [json.loads(line)] if line.strip() else []
             except json.JSONDecodeError as err:
-                raise ValueError(f"{folder / 'summary.jsonl'}:{i}: not JSON ({err.msg})") from err
+                from ..store import reader_fix
+
+                raise ValueError(f"{folder / 'summary.jsonl'}:{i}: not JSON ({err.msg}); "
+                                 f"{reader_fix(folder / 'summary.jsonl')}") from None
         return rows_to_frame(rows)
     if (folder / "summary.csv").exists():
         try:
@@ -220,17 +223,27 @@ def load_results(roots: list[Path]) -> tuple[pd.DataFrame, list[str]]:
     """(all rows of every finished run under `roots`, one line per folder that was not read).
 
     Not read: unfinished folders (listed by their path relative to the root) and old-format
-    folders (`<path>: old format, run `sealbench migrate <root>``). Rows repeated in several
+    folders (`<path>: old format, run `sealbench migrate <root>``). A root that does not exist (or
+    is a file) is a ValueError naming it. Rows repeated in several
     roots are kept once. `df.attrs["run_dirs"]` maps run_id -> folder (for config.json).
     """
     frames, skipped, seen, run_dirs = [], [], set(), {}
     for root in map(Path, roots):
+        if not root.exists():  # a typo is not "no finished runs"
+            raise ValueError(f"{root} does not exist; pass a folder that holds run folders (e.g. reports/)")
+        if not root.is_dir():
+            raise ValueError(f"{root} is a file, not a folder; pass a folder that holds run folders (e.g. reports/)")
         for folder in find_run_dirs(root):
             if folder.resolve() in seen:
                 continue
             seen.add(folder.resolve())
             name = folder.relative_to(root).as_posix() if folder != root else folder.name
             if (folder / "COMPLETE").exists():
+                from ..store import short_results
+
+                short = short_results(folder)
+                if short:  # its table would be read as if the run's rows were all there
+                    raise ValueError(short)
                 df = read_run_rows(folder)
                 df.loc[df["run_id"] == "", "run_id"] = folder.name
                 frames.append(df)

@@ -28,7 +28,7 @@ import webbrowser
 from collections import Counter
 from pathlib import Path
 
-from ..store import COMPLETE, RESULTS, SELF_EDITS
+from ..store import COMPLETE, RESULTS, SELF_EDITS, short_results
 from .compare import CSS, html_table, page
 from .results import ANSWER_GRADERS, FIRST, answer_grader, label, order_key, read_run_rows, sort_table, wide
 from .view_items import ARC_COLORS, Builder, ViewError, _rows, arc, continual, esc, knowledge, rl
@@ -73,6 +73,9 @@ def open_run(folder: Path) -> dict:
         if (folder / "config.json").exists():
             raise ViewError(f"{folder} is unfinished (no {COMPLETE}): re-run its command to finish it")
         raise ViewError(f"{folder} is not a run folder (no config.json or {COMPLETE})")
+    short = short_results(folder)
+    if short:
+        raise ViewError(short)
     try:
         return json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as err:
@@ -230,10 +233,23 @@ def build(folder: str | Path, data_dir: str | None = None, grader: str | None = 
 def view(folder: str | Path, out: str | Path | None = None, data_dir: str | None = None,
          grader: str | None = None) -> dict:
     """Write the page to `out` (default RUN_DIR/view.html); {path, answers, ...counts}."""
+    from ..store import StoreError, _os_message, write_atomic
+
     text, counts = build(folder, data_dir, grader)
     path = Path(out) if out else Path(folder) / "view.html"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    fix = "pass --out a file in a writable folder on another disk (e.g. --out /tmp/view.html)"
+    made = [p for p in [path.parent, *path.parent.parents] if not p.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text, fix)  # a full disk or a read-only folder: one line, no half page
+    except (OSError, StoreError) as err:
+        for p in made:  # nothing left behind: the folders this call created go again
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+        raise ViewError(str(err) if isinstance(err, StoreError)
+                        else _os_message(err, Path(err.filename or path.parent), fix)) from None
     return {"path": str(path), **counts}
 
 

@@ -8,7 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from ..store import StoreError, read_rows
+from ..store import StoreError, read_rows, reader_fix
 from .results import order_key
 
 esc = html.escape
@@ -71,7 +71,7 @@ def _json(path: Path, default):
 def _rows(path: Path) -> list[dict]:
     """The newest row of each key (a retried unit supersedes its failure), in file order."""
     try:
-        rows = read_rows(path)
+        rows = read_rows(path, fix=reader_fix(path))
     except StoreError as err:
         raise ViewError(str(err)) from None
     latest = {r.get("key", i): r for i, r in enumerate(rows)}

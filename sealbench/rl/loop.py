@@ -18,7 +18,7 @@ stopped; the results table (protocol `rl`) and COMPLETE mark it finished.
 """
 from __future__ import annotations
 
-import json
+import math
 import sys
 import time
 from contextlib import contextmanager
@@ -32,7 +32,7 @@ from ..engine.train import EditJob, train_edits
 from ..families.base import derive_seed
 from ..report.results import eval_set_id, make_row, run_markdown
 from ..stats import mean_ci, paired_difference
-from ..store import RunFolder, build_manifest, now_iso, write_json
+from ..store import RunFolder, build_manifest, now_iso, read_json, write_json
 from .policy import Policy, chain_fingerprint, rl_data_digest, rl_run_id
 
 
@@ -93,6 +93,8 @@ def train(cfg: RLConfig, reports_dir, data_dir=None, progress=True, say=None, qu
     with RunFolder.open(reports_dir, rid, resolved, quarantine=quarantine) as folder, _reward_workers(cfg) as remote:
         if (folder.path / "COMPLETE").exists():
             return Policy.from_folder(folder.path, cfg)
+        if (folder.path / "manifest.json").exists():  # read at the end: a corrupt one stops here, not after the rounds
+            _manifest(folder.path)
         say(f"SEAL RL run: {folder.path} ({cfg.rounds} round(s), {len(items)} items x k={cfg.k} x {cfg.repeats} repeats)")
         if not (folder.path / "manifest.json").exists():
             folder.write_manifest(build_manifest(resolved, {"base": loaded.describe()}, loaded.device))
@@ -239,7 +241,7 @@ def _apply(loaded, rdir: Path, cfg: RLConfig) -> str:
     """Merge a finished round's adapter into the weights (the same tensors give the same weights)."""
     from safetensors.torch import load_file
 
-    policy = json.loads((rdir / "policy.json").read_text())
+    policy = read_json(rdir / "policy.json", ROUND_FIX.format(rdir=rdir))
     engine = Engine(loaded, cfg.sft_lora, n_slots=1)
     engine.bank.load_slot_state(0, load_file(str(rdir / "policy_adapter.safetensors")))
     engine.bank.merge_into_base(0)
@@ -264,17 +266,19 @@ def _heldout(hooks, folder, loaded, heldout: list, cfg: RLConfig, r: int, progre
 
 
 def _summary_rows(folder, cfg: RLConfig, rid: str, loaded, heldout: list, items: list) -> list[dict]:
+    manifest = _manifest(folder.path)
     common = dict(run_id=rid, task=cfg.task, protocol="rl", model=loaded.name.split("+")[0],
-                  model_fingerprint=json.loads((folder.path / "manifest.json").read_text())["models"]["base"]["fingerprint"],
+                  model_fingerprint=manifest["models"]["base"]["fingerprint"],
                   contender="seal", grader="exact-grid" if cfg.family == "arc" else cfg.grader,
-                  device=json.loads((folder.path / "manifest.json").read_text()).get("device_name", ""),
+                  device=manifest.get("device_name", ""),
                   seed=cfg.seed, written=now_iso())
     train_set = eval_set_id("rl-train", [f"{i.id}@{i.digest}" for i in items])
     rows = []
     for r in range(1, cfg.rounds + 1):
-        st = json.loads((folder.path / f"round_{r}" / "stats.json").read_text())
+        rdir = folder.path / f"round_{r}"
+        st = read_json(rdir / "stats.json", ROUND_FIX.format(rdir=rdir))
         for metric in ("reward_all", "reward_kept"):
-            s = st[metric]
+            s = {k: math.nan if v is None else v for k, v in st[metric].items()}  # JSON null: no number (NaN)
             rows.append(make_row(**common, eval_set=train_set, metric=metric, at=f"round={r}", value=s["mean"],
                                  ci_low=s["ci_low"], ci_high=s["ci_high"], n=s["n"], unit="edits"))
     if heldout:
@@ -292,6 +296,23 @@ def _summary_rows(folder, cfg: RLConfig, rid: str, loaded, heldout: list, items:
                                      vs="round=0", value=d["mean"], ci_low=d["ci_low"], ci_high=d["ci_high"],
                                      p_value=d["p_value"], n=d["n"], unit="passages"))
     return rows
+
+
+ROUND_FIX = "delete the folder {rdir} and re-run the same command (that round is trained again)"
+
+
+def _manifest(folder: Path) -> dict:
+    """The RL run folder's manifest.json; a corrupt one (a full disk, an edit) is one line with the fix."""
+    fix = (f"delete that file and re-run the same command (it is written again; finished rounds in {folder} "
+           "are kept)")
+    manifest = read_json(folder / "manifest.json", fix)
+    try:
+        manifest["models"]["base"]["fingerprint"]
+    except (TypeError, KeyError):
+        from ..store import StoreError
+
+        raise StoreError(f"{folder / 'manifest.json'} has no models.base.fingerprint; {fix}") from None
+    return manifest
 
 
 def _bar(total: int, enabled: bool):

@@ -9,7 +9,6 @@ the reports dir, or trains it there first (resumable, rl/loop.py).
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +25,11 @@ class Policy:
 
     @classmethod
     def from_folder(cls, folder: Path, config: RLConfig) -> "Policy":
-        rounds = [json.loads((folder / f"round_{r}" / "policy.json").read_text())
-                  for r in range(1, config.rounds + 1)]
+        from ..store import read_json
+
+        rounds = [read_json(folder / f"round_{r}" / "policy.json",
+                            f"delete the folder {folder / f'round_{r}'} and {folder / 'COMPLETE'}, then re-run the "
+                            "same command (that round is trained again)") for r in range(1, config.rounds + 1)]
         return cls(folder, config, rounds[-1]["fingerprint"], rounds)
 
     def load(self, device: str | None = None, dtype: str | None = None):
@@ -123,4 +125,4 @@ def policy_config(run: RunConfig, contender) -> RLConfig:
                       temperature=contender.temperature, top_p=contender.top_p,
                       max_new_tokens=r.notes_max_tokens or contender.max_new_tokens, k=r.k or contender.k,
                       train_tasks=run.rl_tasks, n_items=run.rl_n_tasks, rounds=1, repeats=1)  # SEAL's ARC RL: one round
-    return rl_preset(preset, **shared)
+    return rl_preset(preset, f"the run's settings for its SEAL policy (RL preset {preset})", **shared)
