@@ -90,13 +90,22 @@ def test_tiny_random_model_still_works():
     assert logits.shape[-1] == len(tiny.tokenizer)
 
 
-def test_set_threads_auto_ignores_load(monkeypatch):
+def test_set_threads_auto_counts_usable_cpus_up_to_8(monkeypatch):
+    """`auto`: the CPUs this process may run on (sched_getaffinity), at most 8; os.cpu_count() where
+    the OS has no affinity call; a number is taken as it is, anything else refused."""
     before = torch.get_num_threads()
-    monkeypatch.setattr(os, "getloadavg", lambda: (64.0, 64.0, 64.0), raising=False)
     try:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        assert M.set_threads("auto") == min(cores, 8)
-        assert M.set_threads(1) == 1
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: 64)
+        assert M.set_threads("auto") == 3 == torch.get_num_threads()
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(40)), raising=False)
+        assert M.set_threads(None) == 8
+        monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+        monkeypatch.setattr(os, "cpu_count", lambda: 5)
+        assert M.set_threads(0) == 5
+        assert M.set_threads(2) == 2 == torch.get_num_threads()
+        with pytest.raises(ValueError, match="positive integer"):
+            M.set_threads(-1)
     finally:
         torch.set_num_threads(before)
 
