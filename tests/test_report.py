@@ -273,6 +273,22 @@ def test_compare_html_is_self_contained_and_parses(compared):
     assert "Every value is 0 here: no headline chart." in text  # the all-zero ARC group
 
 
+def test_html_tables_are_pandas_layout_with_every_text_escaped():
+    """report/pages.py: the table template gives pandas' to_html layout, and the template engine
+    escapes every header, cell and hover text (no text reaches a page unescaped)."""
+    from sealbench.report import pages
+
+    plain = pd.DataFrame({"contender": ["a", "b"], "accuracy": ["1.0", "2.0"]})
+    assert pages.table(plain) == plain.to_html(index=False, border=0)
+    evil = pd.DataFrame({"<th>": ['<script>x</script>', 'say "hi" & go']})
+    out = compare.html_table(evil, [True, False], ("<th>", ["it's <b>", "t"]))
+    assert "<script>" not in out and "&lt;script&gt;" in out and "&lt;th&gt;" in out
+    assert '<span title="it&#39;s &lt;b&gt;"><em>&lt;script&gt;x&lt;/script&gt;</em></span>' in out
+    assert '<span title="t">say &#34;hi&#34; &amp; go</span>' in out
+    page = compare.page("a <title>", "<p>body</p>")
+    assert "<title>a &lt;title&gt;</title>" in page and "<body>\n<p>body</p>\n</body></html>\n" in page
+
+
 def test_compare_without_finished_runs_exits_2(tmp_path, capsys):
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")

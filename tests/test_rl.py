@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import MADE_UP, MADE_UP_2, write_data_dir
 from sealbench import rl
 from sealbench.config import RLConfig, RunConfig
+from sealbench.engine.lora import AdapterBank
+from sealbench.engine.models import load_model
 from sealbench.registry import rl_preset
 from sealbench.rl import loop as rl_loop
 from sealbench.runner import run
@@ -72,9 +76,79 @@ def test_a_round_end_to_end_writes_every_artifact(setup):
     assert {("reward_all", "round=1"), ("heldout_accuracy", "round=0"), ("heldout_accuracy", "round=1"),
             ("heldout_diff", "round=1")} <= metrics
     assert all(t["protocol"] == "rl" and t["task"] == "seal_squad_nocontext" for t in table)
-    # the policy is the base model with the adapter merged: different weights, same shapes
+    # the policy is the base model with the round's saved adapter merged (W += alpha/r * (A B)^T),
+    # and its PEFT folder loads in peft to the same logits
     loaded = policy.load("cpu", "float32")
-    assert loaded.fingerprint == policy.fingerprint
+    base = load_model(cfg.model, "cpu", "float32")
+    state = load_file(str(r1 / "policy_adapter.safetensors"))
+    bank = AdapterBank(base.model, 1, cfg.sft_lora)
+    bank.load_slot_state(0, state)
+    a, b = bank.factors(0)
+    expected = base.model.model.layers[0].self_attn.q_proj.base.weight + cfg.sft_lora.alpha / cfg.sft_lora.r * (a[0] @ b[0]).T
+    bank.remove()
+    assert float(state["B"].abs().max()) > 0  # the SFT moved the adapter
+    torch.testing.assert_close(loaded.model.model.layers[0].self_attn.q_proj.weight, expected, rtol=0, atol=1e-6)
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7]])
+    _assert_same_logits_as_peft(loaded.model, cfg.model, policy.peft_folder, ids)
+
+
+def _assert_same_logits_as_peft(ours, base_checkpoint, peft_folder, ids, atol=1e-4):
+    """PEFT's model from `peft_folder` on a fresh copy of the base gives `ours`'s logits (fp32), and
+    they are not the base's: the adapter is really applied."""
+    import peft
+    from transformers import AutoModelForCausalLM
+
+    config = json.loads((peft_folder / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["base_model_name_or_path"] == str(base_checkpoint)
+    base = AutoModelForCausalLM.from_pretrained(base_checkpoint, dtype=torch.float32).eval()
+    with torch.no_grad():
+        plain = base(ids).logits
+        theirs = peft.PeftModel.from_pretrained(base, str(peft_folder)).eval()(ids).logits
+        mine = ours(ids).logits
+    torch.testing.assert_close(theirs, mine, rtol=0, atol=atol)
+    assert float((plain - mine).abs().max()) > 50 * atol
+
+
+@pytest.mark.parametrize("which", ["tiny", pytest.param("embedded", marks=pytest.mark.slow)])
+def test_a_policy_of_two_rounds_loads_in_peft_with_the_same_logits(which, tmp_path, request):
+    """`write_peft` turns rounds 1..n of flat adapters into one PEFT LoRA (rank n*r, alpha n*alpha):
+    PEFT's model gives the logits of sealbench's own policy (the base with each round merged)."""
+    from safetensors.torch import save_file
+
+    from sealbench.engine.checkpoints import model_path
+    from sealbench.rl.policy import Policy, write_peft
+
+    if which == "tiny":
+        checkpoint = tmp_path / "ckpt"
+        request.getfixturevalue("tiny").model.save_pretrained(checkpoint)
+        request.getfixturevalue("tiny").tokenizer.save_pretrained(checkpoint)
+    else:
+        checkpoint = model_path("embedded")
+    cfg = rl_preset("tiny", model=str(checkpoint), device="cpu", rounds=2)
+    scratch = load_model(cfg.model, "cpu", "float32")
+    files = []
+    for r in (1, 2):
+        bank = AdapterBank(scratch.model, 1, cfg.sft_lora)
+        bank.reset(0, seed=r)
+        with torch.no_grad():
+            bank.B[0] = torch.randn(bank.B.shape[1], generator=torch.Generator().manual_seed(r)) * 0.02
+        files.append(tmp_path / "rl" / f"round_{r}" / "policy_adapter.safetensors")
+        files[-1].parent.mkdir(parents=True)
+        save_file(bank.slot_state(0), str(files[-1]))
+        bank.remove()
+    out = write_peft(scratch.model, files, cfg.sft_lora, str(checkpoint), tmp_path / "rl" / "round_2" / "peft")
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert (config["r"], config["lora_alpha"]) == (2 * cfg.sft_lora.r, 2 * cfg.sft_lora.alpha)
+    assert config["target_modules"] == sorted(cfg.sft_lora.targets)
+    policy = Policy(tmp_path / "rl", cfg, "fingerprint", [{}, {}])
+    assert policy.peft_folder == out
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7, 42, 3]])
+    # fp32: merged weights (ours) vs unmerged LoRA (PEFT) round differently; 30 layers of SmolLM2
+    # with logits of ~20 drift to ~5e-4, 2 tiny layers to ~1e-6
+    atol = 1e-4 if which == "tiny" else 2e-3
+    _assert_same_logits_as_peft(policy.load("cpu", "float32").model, checkpoint, out, ids, atol)
+    with pytest.raises(ValueError, match="does not fit"):
+        write_peft(scratch.model, files, cfg.sft_lora.model_copy(update={"r": 8}), "x", tmp_path / "bad")
 
 
 def test_a_killed_round_resumes_at_the_unit_it_stopped_in(setup, monkeypatch):

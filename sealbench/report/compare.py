@@ -26,14 +26,15 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import html
 import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from . import plots
+from markupsafe import Markup
+
+from . import pages, plots
 from .results import (COST, DASH, cell_text, csv_text, headline, label, load_results, matrix_table,
                       md_table, natural, order_key, select_grader, sort_table, wide)
 
@@ -60,23 +61,16 @@ class CompareError(RuntimeError):
 
 # ----------------------------------------------------------------------------------- rendering
 def page(title: str, body: str) -> str:
-    """A self-contained HTML page (inline CSS, no external assets)."""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f'<meta name="viewport" content="width=device-width,initial-scale=1"><style>{CSS}</style></head>'
-            f"<body>\n{body}\n</body></html>\n")
+    """A self-contained HTML page (inline CSS, no external assets; templates/page.html.j2)."""
+    return pages.page(title, body, CSS)
 
 
 def html_table(df: pd.DataFrame, emphasis: list[bool] | None = None,
                titles: tuple[str, list[str]] | None = None) -> str:
-    """The DataFrame as an HTML table via pandas; every cell escaped; cells of rows marked in
-    `emphasis` in <em>; titles=(column, one text per row) become that column's hover text."""
-    cells = df.astype(str).map(html.escape)
-    if emphasis is not None:
-        cells = cells.apply(lambda col: [f"<em>{v}</em>" if e else v for v, e in zip(col, emphasis)])
-    if titles is not None:
-        col, texts = titles
-        cells[col] = [f'<span title="{html.escape(t)}">{v}</span>' for v, t in zip(cells[col], texts)]
-    return cells.to_html(index=False, escape=False, border=0)
+    """The DataFrame as an HTML table (templates/table.html.j2: pandas' layout); every cell escaped;
+    cells of rows marked in `emphasis` in <em>; titles=(column, one text per row) become that
+    column's hover text."""
+    return pages.table(df, emphasis, titles)
 
 
 def _slug(*parts) -> str:
@@ -270,42 +264,42 @@ def _write(df: pd.DataFrame, root: Path, out: Path, skipped: list[str], make_plo
     n_runs = df["run_id"].nunique()
     md = [f"# sealbench comparison\n\n{n_runs} run(s) under `{root}`. Cells: mean [95% CI] (n unit); "
           f"fractions in percent, differences in points, times in seconds.\n", "## Runs\n", md_table(runs)]
-    body = [f"<h1>sealbench comparison</h1><p class=\"note\">{n_runs} run(s) under <code>{html.escape(str(root))}"
-            "</code>. Cells: mean [95% CI] (n unit); fractions in percent, differences in points, times in "
-            "seconds.</p><h2>Runs</h2>", html_table(runs)]
+    sections = []
     pngs = []
     for title, tables, figs in group_tables(df):
         md.append(f"## {title}\n")
-        body.append(f"<h2>{html.escape(title)}</h2>")
+        section = {"title": title, "intro": "", "tables": [], "figs": []}
+        sections.append(section)
         for caption, table in tables:
             md.append(f"### {caption}\n\n{md_table(table)}")
-            body.append(f"<h3>{html.escape(caption)}</h3>{html_table(table)}")
+            section["tables"].append((caption, Markup(html_table(table))))
         for kind, rows in figs if make_plots else []:
             path = draw(kind, rows, out / "plots", title) if not rows.empty else None
             if path is None:
                 if not rows.empty and plots.all_zero(rows["value"]):
                     note = f"Every value is 0 here: no {KINDS[kind]} chart."
                     md.append(note + "\n")
-                    body.append(f'<p class="note">{note}</p>')
+                    section["figs"].append((note, None, None))
                 continue
             rel, cap = path.relative_to(out).as_posix(), f"{KINDS[kind]}: {title}"
             pngs.append(str(path))
             md.append(f"![{cap}]({rel})\n")
-            body.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(cap)}"></figure>')
+            section["figs"].append((None, rel, cap))
     graded = grader_tables(df, grader)
     if graded:
         intro = ("Over the answers both graders judged; accuracy is micro (per answer); bias is the other "
                  "grader's accuracy minus the run's grader's, in points; answer words: mean words per answer.")
         md += ["## Graders compared\n", intro + "\n"]
-        body.append(f"<h2>Graders compared</h2><p class=\"note\">{html.escape(intro)}</p>")
+        sections.append({"title": "Graders compared", "intro": intro, "figs": [],
+                         "tables": [(caption, Markup(html_table(table))) for caption, table in graded]})
         for caption, table in graded:
             md.append(f"### {caption}\n\n{md_table(table)}")
-            body.append(f"<h3>{html.escape(caption)}</h3>{html_table(table)}")
     if skipped:
         md += ["## Not compared\n"] + [f"- {s}" for s in skipped] + [""]
-        body.append("<h2>Not compared</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
+    body = pages.render("compare.html.j2", n_runs=n_runs, root=str(root), runs=Markup(html_table(runs)),
+                        sections=sections, skipped=skipped).rstrip("\n")
     write_atomic(out / "compare.md", "\n".join(md), OUT_FIX)
-    write_atomic(out / "compare.html", page("sealbench comparison", "\n".join(body)), OUT_FIX)
+    write_atomic(out / "compare.html", page("sealbench comparison", body), OUT_FIX)
     return {"md": str(out / "compare.md"), "html": str(out / "compare.html"), "png": pngs, "n_runs": n_runs,
             "csv": [str(out / "results.csv"), str(out / "runs.csv")], "skipped": skipped}
 

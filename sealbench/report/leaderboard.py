@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import argparse
 import base64
-import html
 import sys
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from . import plots
+from markupsafe import Markup
+
+from . import pages, plots
 from .compare import GROUP, config_diffs, html_table, page
 from .results import (DASH, ROLE_LABEL, cell_text, fmt_p, headline, load_results, md_table, order_key, reference_path,
                       reference_rows, rows_to_frame, select_grader)
@@ -189,8 +190,9 @@ def _charts(group: dict, folder: Path) -> tuple[list[tuple[str, str]], str]:
     return [(c, "data:image/png;base64," + base64.b64encode(p.read_bytes()).decode()) for c, p in figs if p], ""
 
 
-def _render_group(g: dict, figs: list[tuple[str, str]], words: str) -> tuple[list[str], list[str]]:
-    """One group as (Markdown lines, HTML parts): title, ranking table, notes, charts, details."""
+def _render_group(g: dict, figs: list[tuple[str, str]], words: str) -> tuple[list[str], dict]:
+    """One group as (Markdown lines, the values templates/leaderboard.html.j2 shows for it): title,
+    ranking table, notes, charts, details."""
     shown = g["table"].assign(contender=[f"*{c}*" if m else c for c, m in zip(g["table"]["contender"], g["marked"])])
     diffs = dict(zip(g["details"]["run id"], g["details"]["config differs"]))
     hover = [MODEL_NOTE if r.role == "reference" else
@@ -199,13 +201,10 @@ def _render_group(g: dict, figs: list[tuple[str, str]], words: str) -> tuple[lis
     notes = [n for n in (g["legend"], g["note"], g.get("rank_note", ""), words) if n]
     md = [f"## {g['title']}", "", g["subtitle"], "", md_table(shown)] + [line for n in notes for line in (n, "")]
     md += ["<details><summary>details</summary>", "", md_table(g["details"]), "</details>", ""]
-    body = [f"<h2>{html.escape(g['title'])}</h2><p class=\"note\">{html.escape(g['subtitle'])}</p>",
-            html_table(g["table"], g["marked"], ("contender", hover))]
-    body += [f'<p class="note">{html.escape(n).replace("*", "")}</p>' for n in notes]
-    body += [f'<figure><img src="{uri}" alt="{html.escape(c)}"><figcaption>{html.escape(c)}</figcaption></figure>'
-             for c, uri in figs]
-    body.append(f"<details><summary>details: run, device, config</summary>{html_table(g['details'])}</details>")
-    return md, body
+    shown_html = {"title": g["title"], "subtitle": g["subtitle"], "notes": [n.replace("*", "") for n in notes],
+                  "table": Markup(html_table(g["table"], g["marked"], ("contender", hover))),
+                  "figs": figs, "details": Markup(html_table(g["details"]))}
+    return md, shown_html
 
 
 def _none_rewritten(roots) -> None:
@@ -234,18 +233,18 @@ def render(groups: list[dict], roots: list[Path], skipped: list[str], ref_note: 
              "published numbers (another model, judge and eval set). Accuracy in percent with its 95% CI; "
              "n beside every number.")
     md = ["# sealbench leaderboard", "", intro + (f" {ref_note}" if ref_note else ""), ""]
-    body = ["<h1>sealbench leaderboard</h1>", f'<p class="note">{html.escape(intro.replace("`", ""))}'
-            + (f" {html.escape(ref_note)}" if ref_note else "") + "</p>"]
+    shown = []
     with tempfile.TemporaryDirectory(prefix="sealbench-lb-") as tmp:
         for k, g in enumerate(groups):
             figs, words = _charts(g, Path(tmp) / f"group{k}") if make_plots else ([], "")
             group_md, group_html = _render_group(g, figs, words)
             md += group_md
-            body += group_html
+            shown.append(group_html)
     if skipped:
         md += ["## Not ranked", ""] + [f"- {s}" for s in skipped] + [""]
-        body.append("<h2>Not ranked</h2><ul>" + "".join(f"<li>{html.escape(s)}</li>" for s in skipped) + "</ul>")
-    return "\n".join(md).rstrip("\n") + "\n", "\n".join(body)
+    body = pages.render("leaderboard.html.j2", intro=intro.replace("`", ""), ref_note=ref_note, groups=shown,
+                        skipped=skipped).rstrip("\n")
+    return "\n".join(md).rstrip("\n") + "\n", str(body)
 
 
 def leaderboard(roots: list[str | Path], out: str | Path | None = None, data_dir: str | None = None,

@@ -12,8 +12,8 @@ Held-out items (knowledge) are scored before the first round and after every rou
 
 The family supplies the items, prompts, sampling and rewards (`family.rl`: families/squad/rl.py,
 families/arc/rl.py). Every sample, reward and round is an artifact of the RL run folder
-(`round_R/samples.jsonl`, `rewards.jsonl`, `kept.jsonl`, `policy_adapter.safetensors`,
-`policy.json` written last, `stats.json`, `heldout.jsonl`), so a killed run resumes where it
+(`round_R/samples.jsonl`, `rewards.jsonl`, `kept.jsonl`, `policy_adapter.safetensors`, the
+policy in PEFT's format `peft/`, `policy.json` written last, `stats.json`, `heldout.jsonl`), so a killed run resumes where it
 stopped; the results table (protocol `rl`) and COMPLETE mark it finished.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ from ..families.base import derive_seed
 from ..report.results import eval_set_id, make_row, run_markdown
 from ..stats import mean_ci, paired_difference
 from ..store import RunFolder, build_manifest, now_iso, read_json, write_json
-from .policy import Policy, chain_fingerprint, rl_data_digest, rl_run_id
+from .policy import PEFT_DIR, Policy, chain_fingerprint, rl_data_digest, rl_run_id, write_peft
 
 
 def select_kept(samples: list[dict], baselines: dict[str, float] | None, rule: str) -> list[dict]:
@@ -180,6 +180,8 @@ def _round(hooks, folder, rdir: Path, loaded, items, cfg: RLConfig, r: int, pare
         stats["passage_baseline"] = mean_ci(list(baselines.values()), cfg.seed)
     write_json(rdir / "stats.json", stats)
     adapter = rdir / "policy_adapter.safetensors"
+    write_peft(loaded.model, [rdir.parent / f"round_{i}" / adapter.name for i in range(1, r + 1)],
+               cfg.sft_lora, loaded.source, rdir / PEFT_DIR)
     write_json(rdir / "policy.json", {"round": r, "parent_fingerprint": parent,
                                       "fingerprint": chain_fingerprint(parent, adapter), "written": now_iso()})
 

@@ -5,6 +5,11 @@ Its fingerprint chains the base fingerprint with each round's adapter digest, so
 the policy records exactly which weights wrote its self-edits. A run never trains a policy: it
 asks `ensure_policy` before it starts, which returns the finished RL run with the same config from
 the reports dir, or trains it there first (resumable, rl/loop.py).
+
+Each round's adapter is saved twice: `round_r/policy_adapter.safetensors` (the bank's flat A and B,
+what the fingerprint hashes) and `round_r/peft/`, the policy after rounds 1..r as one adapter in
+PEFT's format (`write_peft`), which `peft.PeftModel.from_pretrained(base, folder)` and lm-eval's
+`--model hf --model_args pretrained=...,peft=...` load as it is.
 """
 from __future__ import annotations
 
@@ -49,6 +54,11 @@ class Policy:
         loaded.name = f"{loaded.name}+seal-r{len(self.rounds)}"
         return loaded
 
+    @property
+    def peft_folder(self) -> Path:
+        """The policy as one PEFT LoRA adapter folder (the last round's `peft/`, rounds 1..R)."""
+        return self.folder / f"round_{len(self.rounds)}" / PEFT_DIR
+
     def describe(self) -> dict:
         return {"rl_run": self.folder.name, "fingerprint": self.fingerprint, "rounds": len(self.rounds),
                 "rl_config": self.config.identity()}
@@ -74,6 +84,61 @@ class ReadyPolicy:
 
     def describe(self) -> dict:
         return {"checkpoint": self.spec, "fingerprint": self.fingerprint}
+
+
+PEFT_DIR = "peft"
+
+
+def write_peft(model, adapter_files: list[Path], lora, base_model: str, out: Path) -> Path:
+    """Write the merge of these rounds' flat adapters (`policy_adapter.safetensors`, in round order)
+    as one PEFT LoRA adapter folder `out` (adapter_config.json + adapter_model.safetensors).
+
+    Merging adds each round's `alpha / r * (A B)^T` to the weights, so rounds 1..n are exactly one
+    LoRA of rank n*r: A and B concatenated along the rank, alpha n*alpha (the same alpha / rank).
+    `model` gives the target projections' names and shapes (any copy of the base architecture, no
+    adapter installed); `base_model` is recorded as `base_model_name_or_path` (the checkpoint folder
+    or hub id the policy's base was loaded from). Written to a temporary folder, then renamed.
+    Raises ValueError when the adapters do not fit the model's projections."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    layers = [(name, m.in_features, m.out_features) for name, m in model.named_modules()
+              if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in lora.targets]
+    r = lora.r
+    a_parts: dict[str, list] = {name: [] for name, _, _ in layers}
+    b_parts: dict[str, list] = {name: [] for name, _, _ in layers}
+    for path in adapter_files:
+        state = load_file(str(path))
+        flat_a, flat_b = state["A"].float(), state["B"].float()
+        if flat_a.numel() != sum(d_in * r for _, d_in, _ in layers) or \
+                flat_b.numel() != sum(r * d_out for _, _, d_out in layers):
+            raise ValueError(f"{path} does not fit the model's LoRA projections (r={r}, {len(layers)} layers)")
+        oa = ob = 0
+        for name, d_in, d_out in layers:  # the bank's layout: per layer (d_in, r) and (r, d_out)
+            a_parts[name].append(flat_a[oa:oa + d_in * r].view(d_in, r).T)
+            b_parts[name].append(flat_b[ob:ob + r * d_out].view(r, d_out).T)
+            oa, ob = oa + d_in * r, ob + r * d_out
+    n = len(adapter_files)
+    tensors = {}
+    for name, _, _ in layers:
+        tensors[f"base_model.model.{name}.lora_A.weight"] = torch.cat(a_parts[name], 0).contiguous()
+        tensors[f"base_model.model.{name}.lora_B.weight"] = torch.cat(b_parts[name], 1).contiguous()
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
+              "revision": None, "r": n * r, "lora_alpha": n * lora.alpha, "lora_dropout": 0.0,
+              "target_modules": sorted({name.rsplit(".", 1)[-1] for name, _, _ in layers}),
+              "bias": "none", "fan_in_fan_out": False, "use_rslora": False, "use_dora": False,
+              "modules_to_save": None, "init_lora_weights": True, "inference_mode": True}
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(tensors, str(tmp / "adapter_model.safetensors"), metadata={"format": "pt"})
+    (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
 
 
 def chain_fingerprint(parent: str, adapter_file: Path) -> str:
