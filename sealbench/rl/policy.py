@@ -14,6 +14,7 @@ PEFT's format (`write_peft`), which `peft.PeftModel.from_pretrained(base, folder
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
