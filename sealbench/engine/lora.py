@@ -237,10 +237,6 @@ class AdapterBank:
         self.copy.a_grad.zero_()
         self.copy.b_grad.zero_()
 
-    @property
-    def n_parameters_per_slot(self) -> int:
-        return self.A.shape[1] + self.B.shape[1]
-
     @torch.no_grad()
     def reset(self, slot: int, seed: int) -> None:
         """A fresh adapter in `slot`: A drawn from a generator seeded with `seed` alone (so the
