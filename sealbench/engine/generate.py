@@ -96,14 +96,18 @@ def _layout(requests: list[GenRequest], max_rows: int) -> list[list[int]]:
 @torch.no_grad()
 def generate(model, tokenizer, requests: list[GenRequest], bank: AdapterBank | None = None,
              max_rows: int = 64, stop_strings: list[str] | None = None,
-             add_special_tokens: bool = False, progress=None, on_step=None) -> list[str]:
+             add_special_tokens: bool = False, progress=None, on_step=None,
+             static: bool | None = None) -> list[str]:
     """Completions (decoded, special tokens skipped, not stripped), in request order.
     `progress(n)`, if given, is called after each batch with the requests it finished, and
     `on_step(step, max_new_tokens)` after each decoding step of a batch (it changes no numbers).
 
     Rows decode until EOS, a stop string (`stop_strings`: the completion ends where the first one
-    ends) or their own max_new_tokens. `max_rows` bounds the rows of one batch (memory). Raises
-    ValueError for a request that names a slot while no bank is given.
+    ends) or their own max_new_tokens. `max_rows` bounds the rows of one batch (memory). `static`:
+    decode with the static cache and, on CUDA, a captured step (`_Decoder`) on CUDA by default
+    (None), always (True: its CPU form, for tests) or never (False: transformers' generate, which
+    is faster on a CPU, where a step attends to the whole static cache). Raises ValueError for a
+    request that names a slot while no bank is given.
     """
     if not requests:
         return []
@@ -119,7 +123,8 @@ def generate(model, tokenizer, requests: list[GenRequest], bank: AdapterBank | N
             enc = tokenizer([requests[i].prompt for i in rows], return_tensors="pt", padding=True,
                             add_special_tokens=add_special_tokens).to(device)
             reqs = [requests[i] for i in rows]
-            decoder = _Decoder(model, tokenizer, enc["input_ids"], enc["attention_mask"], reqs, stop_strings)
+            decoder = _Decoder(model, tokenizer, enc["input_ids"], enc["attention_mask"], reqs, stop_strings,
+                               device.type == "cuda" if static is None else static)
             if routing is None:
                 new = decoder.run(on_step)
             else:
@@ -170,7 +175,9 @@ class _Decoder:
 
     CHECK_EVERY = 16
 
-    def __init__(self, model, tokenizer, input_ids, attention_mask, reqs: list[GenRequest], stop_strings):
+    def __init__(self, model, tokenizer, input_ids, attention_mask, reqs: list[GenRequest], stop_strings,
+                 static: bool = True):
+        self.static = static
         self.model, self.tokenizer, self.reqs = model, tokenizer, reqs
         self.ids, self.mask2d = input_ids, attention_mask
         self.stops = [s for s in stop_strings or () if s]
@@ -185,7 +192,7 @@ class _Decoder:
         """(rows, max_new_tokens) new token ids, pad after each row's end."""
         if self.max_new < 1:
             return self.ids.new_full((self.ids.shape[0], 0), self.pad)
-        if not static_decoding(self.model):
+        if not (self.static and static_decoding(self.model)):
             return self._hf_generate(on_step)
         from transformers import StaticCache
 
