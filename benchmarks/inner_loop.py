@@ -41,6 +41,7 @@ import random
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--seal-pad-length", type=int, default=2048)
+    ap.add_argument("--heartbeat", type=float, default=0, help="print the queue's counters every this many seconds")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out", default=None)
@@ -153,6 +155,17 @@ def engine_style(args, loaded, k: int, grader, lockstep: bool = False) -> dict:
                      train.updated(epochs=1), answer, grader)
     reset_peak(loaded.device)
     engine.meter = meter = QueueMeter()
+    if args.heartbeat:  # a long run killed by a time limit still shows where it was
+        def beat(t0=time.perf_counter()):
+            while True:
+                time.sleep(args.heartbeat)
+                memory = ""
+                if str(loaded.device).startswith("cuda"):
+                    free, _ = torch.cuda.mem_get_info()
+                    memory = (f" allocated {torch.cuda.memory_allocated() / 1e9:.1f} GB reserved "
+                              f"{torch.cuda.memory_reserved() / 1e9:.1f} GB free {free / 1e9:.1f} GB")
+                print(f"[{time.perf_counter() - t0:.0f} s] {meter}{memory}", file=sys.stderr, flush=True)
+        threading.Thread(target=beat, daemon=True).start()
     episodes = [Episode(f"{i}", [p], t, 1000 + i) for i, (p, t) in enumerate(edits)]
     rows, start = {}, time.perf_counter()
     # lockstep: fixed batches of K, each handed back (and answered) only when all of it has finished
@@ -180,7 +193,8 @@ def engine_style(args, loaded, k: int, grader, lockstep: bool = False) -> dict:
     result.update(
         steps_per_edit=None, rejected_edits=rejected,
         sequences_per_edit={"median": sorted(sequences)[len(sequences) // 2], "max": max(sequences)},
-        global_steps=meter.steps, passes=meter.passes, static_passes=meter.static_passes, occupancy=round(meter.occupancy, 4), flushes=meter.flushes,
+        global_steps=meter.steps, passes=meter.passes, static_passes=meter.static_passes,
+        plan_static_tokens=meter.static_tokens, plan_eager_tokens=meter.eager_tokens, memory_splits=meter.memory_splits, occupancy=round(meter.occupancy, 4), flushes=meter.flushes,
         train_seconds=meter.seconds, trained_tokens=meter.tokens, padded_tokens=meter.padded_tokens,
         trained_tokens_per_s=meter.tokens / max(meter.seconds, 1e-9), model_tflops_per_s=flops / 1e12,
         mfu=flops / peak if peak else None, one_live_row_pass_s=one_row,

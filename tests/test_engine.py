@@ -432,3 +432,40 @@ def test_answers_of_a_queued_episode_equal_its_answers_alone(tiny):
         assert [q["correct"] for q in a["questions"]] == [q["correct"] for q in b["questions"]]
         if a["train"]:
             assert abs(a["train"]["last_loss"] - b["train"]["last_loss"]) < 1e-5
+
+
+def test_a_pass_that_runs_out_of_memory_is_run_again_in_parts(tiny, monkeypatch):
+    """The memory plan is an estimate: a pass that runs out of device memory (here: raised by hand
+    after it has left partial gradients in the compute copy, as a backward cut short would) lowers
+    the plan and runs again in smaller passes, and every edit trains as it would have."""
+    import sealbench.engine.train as train_module
+
+    bank = AdapterBank(tiny.model, 6, LORA)
+    try:
+        jobs = _queue_jobs()
+        results, real = {}, train_module._forward_backward
+        for fail in (False, True):
+            bank.static_tokens = bank.eager_tokens = None
+            failures = []
+
+            def flaky(b, members, pad):
+                if fail and len(members) >= 2 and len(failures) < 3:
+                    failures.append(len(members))
+                    b.copy.a_grad.add_(1.0)  # half a backward's worth of gradient
+                    raise torch.OutOfMemoryError("CUDA out of memory (test)")
+                return real(b, members, pad)
+
+            monkeypatch.setattr(train_module, "_forward_backward", flaky)
+            meter, states = QueueMeter(), {}
+            for finished in train_queue(bank, tiny.tokenizer, jobs, static=False, meter=meter):
+                states.update({j: (_state(bank, slot), st) for j, slot, st in finished})
+            results[fail] = states
+            assert meter.memory_splits == len(failures) == (3 if fail else 0)
+        assert bank.eager_tokens < 1 << 62  # the plan was lowered
+        for j in range(len(jobs)):
+            (clean, c), (split, s) = results[False][j], results[True][j]
+            for name in ("A", "B"):
+                assert torch.allclose(clean[name], split[name], atol=1e-5, rtol=0), (j, name)
+            assert c.steps == s.steps and abs(c.last_loss - s.last_loss) < 1e-5
+    finally:
+        bank.remove()

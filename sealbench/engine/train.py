@@ -296,7 +296,7 @@ def buckets(widths: list[int], rows_per_group: int, overhead: int, max_buckets: 
 
     def cost(part):
         padded = rows_per_group * len(part) * widths[part[-1]]
-        return overhead + padded + (padded > max_tokens) * 1e12  # a pass over the cap is never chosen
+        return overhead + padded + max(0, padded - max_tokens) * 1e6  # over the cap: split it
 
     def split(part, budget):
         if budget <= 1 or len(part) < 2:
@@ -350,6 +350,9 @@ class QueueMeter:
     padded_tokens: int = 0
     flushes: int = 0
     seconds: float = 0.0
+    static_tokens: int = 0   # the bank's memory plan: largest static and eager pass (padded tokens)
+    eager_tokens: int = 0
+    memory_splits: int = 0   # passes that ran out of device memory and were run again in parts
 
     @property
     def occupancy(self) -> float:
@@ -421,7 +424,8 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
     rank = {slot: i for i, slot in enumerate(slots)}
     free = sorted(slots, key=rank.get, reverse=True)  # popped from the end: slots in the order given
     optimizer = BatchedAdamW(bank.flat)
-    static_tokens, max_pass_tokens = _memory_plan(bank)  # once the optimizer's moments are allocated
+    _memory_plan(bank)  # once the optimizer's moments are allocated
+    meter.static_tokens, meter.eager_tokens = bank.static_tokens, bank.eager_tokens
     bank.zero_grad()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     live: dict[int, _Live] = {}
@@ -449,11 +453,26 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
                 groups = [[seqs[e.job][i] for i in m.indices] for e, m in zip(members, micros)]
                 m = max(len(g) for g in groups)
                 widths = [max(len(ids) for ids, _ in g) for g in groups]
-                for part in buckets(widths, m, pass_overhead, max_tokens=max_pass_tokens):
+                pending = buckets(widths, m, pass_overhead, max_tokens=bank.eager_tokens)
+                while pending:
+                    part = pending.pop(0)
                     passing = [(members[g].slot, groups[g], jobs[members[g].job].settings.grad_accum_steps)
                                for g in part]
-                    fixed = _static_pass(bank, passing, pad, static, static_tokens)
-                    out = fixed(passing) if fixed is not None else _forward_backward(bank, passing, pad)
+                    try:
+                        fixed = _static_pass(bank, passing, pad, static, bank.static_tokens)
+                        out = fixed(passing) if fixed is not None else _forward_backward(bank, passing, pad)
+                    except torch.OutOfMemoryError:
+                        if len(part) < 2:
+                            raise
+                        # The memory plan is an estimate: shrink it below this pass, and run the
+                        # pass again in parts (nothing of it reached the fp32 gradients).
+                        _shrink_plan(bank, m * len(part) * max(widths[g] for g in part))
+                        meter.memory_splits += 1
+                        sub = buckets([widths[g] for g in part], m, pass_overhead, max_tokens=bank.eager_tokens)
+                        if len(sub) < 2:  # at least halve it
+                            sub = [list(range(len(part) // 2)), list(range(len(part) // 2, len(part)))]
+                        pending[:0] = [[part[i] for i in s] for s in sub]
+                        continue
                     losses, counts, padded, pass_tokens = out
                     meter.static_passes += fixed is not None
                     log.append(([(members[g].job, members[g].at) for g in part], losses, counts, padded,
@@ -552,9 +571,12 @@ def _forward_backward(bank, members: list[tuple[int, list, int]], pad) -> tuple:
     its own rows only, so other edits are untouched."""
     layout = [slot for slot, _, _ in members]
     rows = [g for _, g, _ in members]
-    if 2 * len(members) >= bank.n_slots and len(members) < bank.n_slots:
-        # Most slots are here: give the others an empty filler group, so every slot sits in order and
-        # the adapters are used as they are (no gather, and no gathered copy kept for backward).
+    if 8 * (bank.n_slots - len(members)) <= bank.n_slots and len(members) < bank.n_slots:
+        # Nearly every slot is here: give the others an empty filler group, so every slot sits in
+        # order and the adapters are used as they are (no gather). A filler group is padded to the
+        # pass's rows and width like any other, so this is kept to passes of at most 1/8 fillers:
+        # with half the bank as fillers an eager pass doubled in size and ran out of memory on the
+        # H200 at K=256 (2026-12-02).
         by_slot = dict(zip(layout, rows))
         layout = list(range(bank.n_slots))
         rows = [by_slot.get(slot, []) for slot in layout]
@@ -628,6 +650,8 @@ class StaticPass:
             with torch.cuda.stream(side):
                 self._run()  # zero weights: a warm-up that leaves every gradient as it was
             torch.cuda.current_stream(device).wait_stream(side)
+            torch.cuda.synchronize(device)
+            torch.cuda.empty_cache()  # blocks freed on the side stream serve only that stream
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph, pool=pool):
                 self.losses = self._run()
@@ -713,15 +737,16 @@ def _token_bytes(bank: AdapterBank) -> int:
 
 def _memory_plan(bank: AdapterBank) -> tuple[int, int]:
     """(largest static pass, largest eager pass) in padded tokens, from the memory free once the
-    bank and the optimizer are allocated: the static passes' shared pool may take a third of it
+    bank and the optimizer are allocated: the static passes' shared pool may take a sixth of it
     (at most STATIC_TOKENS), an eager pass a third of what is left; the rest is headroom (the
     allocator's fragmentation was ~14 GB on the H200, and answering decodes beside the bank).
-    Decided once per bank (graphs, once captured, hold their pool). Unbounded on a CPU."""
+    Decided once per bank (graphs, once captured, hold their pool); a pass that still runs out of
+    memory lowers it (`_shrink_plan`). Unbounded on a CPU."""
     if bank.static_tokens is None:
         if str(bank.device).startswith("cuda"):
             free, _ = torch.cuda.mem_get_info(bank.device)
             per_token = _token_bytes(bank)
-            static = min(STATIC_TOKENS, int(free / 3 / per_token))
+            static = min(STATIC_TOKENS, int(free / 6 / per_token))
             static = max((x for x in _static_sizes() if x <= static), default=0)
             bank.static_tokens = static
             # An eager pass held ~1.7x the estimate (a 16k-token pass beside a 53 GB bank and a
@@ -730,6 +755,16 @@ def _memory_plan(bank: AdapterBank) -> tuple[int, int]:
         else:
             bank.static_tokens, bank.eager_tokens = STATIC_TOKENS, 1 << 62
     return bank.static_tokens, bank.eager_tokens
+
+
+def _shrink_plan(bank: AdapterBank, tokens: int) -> None:
+    """After a pass of `tokens` padded tokens ran out of device memory: no pass of that size again
+    (static or eager), the compute copy's partial gradients dropped, the allocator's cache freed."""
+    bank.eager_tokens = max(1, min(bank.eager_tokens, tokens // 2))
+    bank.static_tokens = min(bank.static_tokens, max((x for x in _static_sizes() if x < tokens), default=0))
+    bank.copy.a_grad.zero_()
+    bank.copy.b_grad.zero_()
+    torch.cuda.empty_cache()
 
 
 def _static_sizes() -> set[int]:
