@@ -81,6 +81,8 @@ def parse_args(argv=None):
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--seal-pad-length", type=int, default=2048)
+    ap.add_argument("--flush-at", type=int, default=0,
+                    help="engine: hand back finished edits (to be answered) in groups of this many (0: the engine's default, K/4)")
     ap.add_argument("--heartbeat", type=float, default=0, help="print the queue's counters every this many seconds")
     ap.add_argument("--warmup", type=int, default=1, help="untimed warm-up batches")
     ap.add_argument("--threads", type=int, default=0)
@@ -171,7 +173,7 @@ def engine_style(args, loaded, k: int, grader, lockstep: bool = False) -> dict:
     # lockstep: fixed batches of K, each handed back (and answered) only when all of it has finished
     queues = [episodes[b:b + k] for b in range(0, len(episodes), k)] if lockstep else [episodes]
     for queue in queues:
-        for done in iter_episodes(engine, queue, train, answer, grader, flush_at=k if lockstep else None):
+        for done in iter_episodes(engine, queue, train, answer, grader, flush_at=k if lockstep else args.flush_at or None):
             rows.update((e.key, r) for e, r in done)
     sync(loaded.device)
     seconds = time.perf_counter() - start
@@ -191,7 +193,7 @@ def engine_style(args, loaded, k: int, grader, lockstep: bool = False) -> dict:
     peak = next((v for name, v in PEAK_FLOPS.items() if name in result["device_name"]), None)
     sequences = [len(t) for _, t in edits]
     result.update(
-        steps_per_edit=None, rejected_edits=rejected,
+        steps_per_edit=None, rejected_edits=rejected, flush_at=k if lockstep else (args.flush_at or None),
         sequences_per_edit={"median": sorted(sequences)[len(sequences) // 2], "max": max(sequences)},
         global_steps=meter.steps, passes=meter.passes, static_passes=meter.static_passes,
         plan_static_tokens=meter.static_tokens, plan_eager_tokens=meter.eager_tokens, memory_splits=meter.memory_splits, occupancy=round(meter.occupancy, 4), flushes=meter.flushes,
