@@ -30,6 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
+from .grading.answers import answer_words
 from .store import COMPLETE, RESULTS, StoreError, read_rows, reader_fix, short_results, write_atomic
 
 GRADING_DIR = Path(__file__).resolve().parent / "grading"
@@ -147,11 +148,6 @@ def as_graded_by(row: dict, name: str) -> dict:
     return row
 
 
-def answer_words(questions: list[dict]) -> list[float]:
-    """Words per cut answer (whitespace-separated), one per question."""
-    return [float(len(str(q.get("prediction") or "").split())) for q in questions]
-
-
 def run_graders(folder: Path) -> tuple[str, list[str]]:
     """(the run's grader, every grader with verdicts in its results.jsonl, the run's first)."""
     try:
@@ -260,7 +256,8 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
     from filelock import FileLock, Timeout
 
     from .grading import GraderError, get_grader
-    from .report.results import csv_text, jsonl_text, run_markdown
+    from .report.results import run_markdown
+    from .schema import csv_text, jsonl_text
 
     grader = get_grader(grader_name)
     folder = Path(folder)

@@ -36,6 +36,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from .schema import SUMMARY_FORMAT
+
 RESULTS, SELF_EDITS, COMPLETE = "results.jsonl", "self_edits.jsonl", "COMPLETE"
 
 
@@ -278,14 +280,35 @@ class RunFolder:
         """Write the results table files, then COMPLETE last (a kill in between leaves none).
         COMPLETE holds the time and, with `n_units`, how many unit rows results.jsonl holds, so a
         reader can tell a truncated or deleted results.jsonl (`short_results`)."""
-        from .report.results import csv_text, jsonl_text
+        from .schema import csv_text, jsonl_text
 
         (self.path / COMPLETE).unlink(missing_ok=True)
         write_atomic(self.path / "summary.jsonl", jsonl_text(rows))
         write_atomic(self.path / "summary.csv", csv_text(rows))
         write_atomic(self.path / "summary.md", markdown)
         units = f"{RESULTS}: {n_units} units\n" if n_units is not None else ""
-        write_atomic(self.path / COMPLETE, now_iso() + "\n" + units)
+        write_atomic(self.path / COMPLETE, now_iso() + "\n" + units + f"{FORMAT_LINE}{SUMMARY_FORMAT}\n")
+
+
+FORMAT_LINE = "summary format: "
+
+
+def summary_format(folder: Path) -> int:
+    """The summary format a finished folder was written in (sealbench/schema.py lists them): the
+    `summary format: N` line of its COMPLETE; 1 for a COMPLETE without one (before 2026-12-02),
+    0 for a folder with only an old summary.json (needs `sealbench migrate`). Reads only."""
+    folder = Path(folder)
+    try:
+        lines = (folder / COMPLETE).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return 0 if (folder / "summary.json").exists() else SUMMARY_FORMAT
+    for line in lines:
+        if line.startswith(FORMAT_LINE):
+            try:
+                return int(line[len(FORMAT_LINE):])
+            except ValueError:
+                return -1  # unreadable: the reader names the line
+    return 1
 
 
 def short_results(folder: Path) -> str | None:

@@ -171,6 +171,23 @@ def test_make_row_names_the_bad_field(change, field):
         make_row(**{**fields, **change})
 
 
+def test_a_finished_folder_records_its_summary_format_and_a_newer_one_is_refused(tmp_path):
+    from sealbench.schema import SUMMARY_FORMAT, ResultRow
+    from sealbench.store import RunFolder, summary_format
+
+    folder = RunFolder(tmp_path / "run")
+    folder.path.mkdir()
+    folder.finish(run_a(), run_markdown(run_a()), n_units=0)
+    assert summary_format(folder.path) == SUMMARY_FORMAT == 1
+    assert len(read_run_rows(folder.path)) == len(run_a())
+    assert set(ResultRow.model_fields) == set(COLUMNS)  # the files' columns are the model's fields
+    (folder.path / "COMPLETE").write_text("2026-12-02T00:00:00+00:00\nsummary format: 7\n")
+    with pytest.raises(ValueError, match="summary format 7 is not one this sealbench reads"):
+        read_run_rows(folder.path)
+    (folder.path / "COMPLETE").write_text("2026-11-30T00:00:00+00:00\n")  # before the format line: 1
+    assert summary_format(folder.path) == 1 and len(read_run_rows(folder.path)) == len(run_a())
+
+
 def test_csv_and_jsonl_round_trip(tmp_path):
     rows = run_a() + continual_rows(dict(run_id="c", task="seal_squad_nocontext", protocol="continual", model="m",
                                          contender="passage", grader="match", eval_set=E1), [[0.1], [0.2]], None, 3)

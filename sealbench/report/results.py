@@ -5,40 +5,22 @@ that order), `summary.md` (`run_markdown`), `manifest.json`, `config.json` and, 
 marker `COMPLETE` (the time and the number of unit rows of results.jsonl). A folder with `config.json` but no `COMPLETE` is unfinished; one with an
 old-format `summary.json` but no `COMPLETE` needs `sealbench migrate`.
 
-Row fields (see docs/reports.md for every metric):
-    run_id, task, family (squad | arc), protocol (single | cpt | continual | rl), model,
-    model_fingerprint, contender, role (contender | ceiling | reference), grader, eval_set,
-    metric, at ("" for the headline, else "key=value[,key=value]"), value, ci_low, ci_high
-    (floats, NaN where there is no interval; fractions 0..1 for accuracies, seconds for *_s),
-    n (int) and unit (what n counts), vs and p_value (paired rows only), device, seed, written.
-Rows are comparable only with the same task, protocol, model, grader and eval_set.
+The row schema (`ResultRow`, `make_row`, the summary files' text) is sealbench/schema.py, below
+the families that write rows and this package that reads them; it is re-exported here. This
+module finds and reads run folders and shapes the rows for display.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import re
-from numbers import Integral, Real
 from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ("run_id", "task", "family", "protocol", "model", "model_fingerprint", "contender", "role",
-           "grader", "eval_set", "metric", "at", "value", "ci_low", "ci_high", "n", "unit", "vs",
-           "p_value", "device", "seed", "written")
-TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
-FAMILIES, PROTOCOLS = ("squad", "arc"), ("single", "cpt", "continual", "rl")
-ROLES = ("contender", "ceiling", "reference")
-UNITS = ("passages", "questions", "pairs", "tasks", "edits", "sequences", "items")
-REQUIRED = ("run_id", "task", "protocol", "model", "contender", "grader", "eval_set", "metric", "value",
-            "n", "unit")
-DEFAULTS = {"model_fingerprint": "", "role": "contender", "at": "", "ci_low": math.nan,
-            "ci_high": math.nan, "vs": "", "p_value": math.nan, "device": "", "seed": -1, "written": ""}
-FLOATS, INTS = ("value", "ci_low", "ci_high", "p_value"), ("n", "seed")
-STRINGS = tuple(c for c in COLUMNS if c not in FLOATS + INTS)
-_AT = re.compile(r"^([A-Za-z_][\w.-]*=[^,=]+)(,[A-Za-z_][\w.-]*=[^,=]+)*$")
+from ..schema import (COLUMNS, DEFAULTS, FAMILIES, FLOATS, INTS, PROTOCOLS, REQUIRED, ROLES, STRINGS,  # noqa: F401
+                      SUMMARY_FORMAT, TASK_FAMILY, UNITS, continual_rows, csv_text, eval_set_id, jsonl_text, make_row,
+                      rows_to_frame)
 
 # Display: fractions in percent, differences in signed points, seconds as they are.
 FRACTIONS = {"accuracy", "micro_accuracy", "exact_match", "f1", "pairs_solved", "task_pass2",
@@ -59,98 +41,22 @@ REFERENCE_FILE = Path("reference") / "seal_reference_results.json"
 
 
 # ----------------------------------------------------------------------------------- rows
-def make_row(**fields) -> dict:
-    """One validated row, keys in `COLUMNS` order, defaults filled in.
-
-    `family` defaults to the task's family (`TASK_FAMILY`). Raises ValueError naming the field
-    when a field is unknown, a required one is missing, a type is wrong (value/ci/p_value: real
-    numbers, NaN allowed; n/seed: ints) or an enumerated one (family, protocol, role, unit, at) is
-    out of range.
-    """
-    unknown = sorted(set(fields) - set(COLUMNS))
-    if unknown:
-        raise ValueError(f"make_row: unknown field {unknown[0]!r}")
-    for key in REQUIRED:
-        if fields.get(key) is None or fields.get(key) == "":
-            raise ValueError(f"make_row: missing required field {key!r}")
-    row = {**DEFAULTS, **{k: v for k, v in fields.items() if v is not None}}
-    row.setdefault("family", TASK_FAMILY.get(str(fields["task"]), ""))
-    if not row["family"]:
-        raise ValueError(f"make_row: field 'family' is required for task {fields['task']!r} (not in TASK_FAMILY)")
-    for key in FLOATS:
-        if isinstance(row[key], bool) or not isinstance(row[key], Real):
-            raise ValueError(f"make_row: field {key!r} must be a number (NaN allowed), got {row[key]!r}")
-        row[key] = float(row[key])
-    for key in INTS:
-        if isinstance(row[key], bool) or not isinstance(row[key], Integral):
-            raise ValueError(f"make_row: field {key!r} must be an int, got {row[key]!r}")
-        row[key] = int(row[key])
-    for key in STRINGS:
-        if not isinstance(row[key], str):
-            raise ValueError(f"make_row: field {key!r} must be a string, got {row[key]!r}")
-    for key, allowed in (("family", FAMILIES), ("protocol", PROTOCOLS), ("role", ROLES), ("unit", UNITS)):
-        if row[key] not in allowed:
-            raise ValueError(f"make_row: field {key!r} is {row[key]!r}, expected one of {', '.join(allowed)}")
-    if row["n"] < 0:
-        raise ValueError(f"make_row: field 'n' must be >= 0, got {row['n']}")
-    if row["at"] and not _AT.match(row["at"]):
-        raise ValueError(f"make_row: field 'at' must be '' or 'key=value[,key=value]', got {row['at']!r}")
-    if not math.isnan(row["p_value"]) and not row["vs"]:
-        raise ValueError("make_row: field 'vs' must name the other contender of a paired row with a p_value")
-    return {k: row[k] for k in COLUMNS}
-
-
-def eval_set_id(name: str, item_ids: list[str]) -> str:
-    """`<name>-<count>-<8 hex of sha256 over the ids, one a line>`, e.g. seal-eval-200-3f9a1c2b.
-    Families pass `<id>@<content digest>` so that the set's identity is its content (changed golds
-    under the same ids are another set); folders written before 2026-12-02 hashed the ids alone."""
-    digest = hashlib.sha256("\n".join(map(str, item_ids)).encode()).hexdigest()[:8]
-    return f"{name}-{len(item_ids)}-{digest}"
-
-
 def parse_at(at: str) -> dict[str, str]:
     """'after=3,item=1' -> {'after': '3', 'item': '1'}; '' -> {}."""
     return dict(part.split("=", 1) for part in at.split(",")) if at else {}
 
 
-def rows_to_frame(rows) -> pd.DataFrame:
-    """Rows (dicts, possibly read back from JSONL/CSV) as a DataFrame with exactly `COLUMNS`.
-
-    Tolerant: missing optional columns get their defaults, None/NaN strings become "", numbers
-    are coerced (unparseable -> NaN), n/seed are nullable Int64; extra columns are dropped.
-    """
-    df = pd.DataFrame.from_records(list(rows)) if not isinstance(rows, pd.DataFrame) else rows.copy()
-    for col in COLUMNS:
-        if col not in df.columns:
-            df[col] = DEFAULTS.get(col, "" if col in STRINGS else math.nan)
-    df = df.loc[:, list(COLUMNS)]
-    for col in FLOATS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").astype("float64")
-    for col in INTS:
-        df[col] = pd.to_numeric(df[col], errors="coerce").round().astype("Int64")
-    for col in STRINGS:
-        df[col] = df[col].map(lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v))
-    missing_family = df["family"] == ""
-    df.loc[missing_family, "family"] = df.loc[missing_family, "task"].map(lambda t: TASK_FAMILY.get(t, ""))
-    return df.reset_index(drop=True)
-
-
-def jsonl_text(rows) -> str:
-    """summary.jsonl content: one JSON object a line, NaN written as null."""
-    def clean(v):
-        return None if isinstance(v, float) and math.isnan(v) else v
-    return "".join(json.dumps({k: clean(r.get(k)) for k in COLUMNS}) + "\n" for r in rows)
-
-
-def csv_text(rows) -> str:
-    """summary.csv content: header `COLUMNS`, NaN/NA as empty cells, floats round-trip exactly."""
-    return rows_to_frame(rows).to_csv(index=False, lineterminator="\n")
-
-
 def read_run_rows(folder: Path) -> pd.DataFrame:
     """A run folder's rows from summary.jsonl (a torn last line is ignored), else summary.csv.
     Raises ValueError naming the file and line when a complete line is not JSON."""
+    from ..store import COMPLETE, summary_format
+
     folder, rows = Path(folder), []
+    version = summary_format(folder)
+    if version > SUMMARY_FORMAT or version < 0:
+        raise ValueError(f"{folder / COMPLETE}: summary format {version if version > 0 else 'unreadable'} is not "
+                         f"one this sealbench reads (up to {SUMMARY_FORMAT}); read it with the sealbench "
+                         "version that wrote it (its manifest.json's versions), or re-run the run's command")
     if (folder / "summary.jsonl").exists():
         try:
             lines = (folder / "summary.jsonl").read_text(encoding="utf-8").split("\n")
@@ -331,34 +237,6 @@ def reference_rows(data_dir: str | os.PathLike | None = None) -> list[dict]:
         rows += continual_rows(dict(common, protocol="continual", contender="seal"), mean, std, s,
                                zero_means_missing=True)
     return rows
-
-
-def continual_rows(common: dict, mean: list, std: list | None, n_sequences: int,
-                   zero_means_missing: bool = False) -> list[dict]:
-    """A (K+1) x K forgetting matrix as rows: `accuracy` at after=k,item=j (value mean, CI mean ± std),
-    `final_accuracy` (mean of the last row) and `forgetting` (mean of just-edited minus last row).
-    None cells (or, with zero_means_missing, 0.0 above the diagonal) are not evaluated."""
-    K = len(mean[0])
-    def cell(i, j):
-        v = mean[i][j]
-        return None if v is None or (zero_means_missing and i >= 1 and j >= i) else float(v)
-    out = []
-    for i in range(K + 1):
-        for j in range(K):
-            if cell(i, j) is not None:
-                sd = std[i][j] if std and std[i][j] is not None else math.nan
-                out.append(make_row(**common, metric="accuracy", at=f"after={i},item={j}", value=cell(i, j),
-                                    ci_low=cell(i, j) - sd, ci_high=cell(i, j) + sd, n=n_sequences,
-                                    unit="sequences"))
-    last = [cell(K, j) for j in range(K)]
-    diag = [cell(j + 1, j) for j in range(K)]
-    if all(v is not None for v in last):
-        out.append(make_row(**common, metric="final_accuracy", value=sum(last) / K, n=n_sequences,
-                            unit="sequences"))
-        if all(v is not None for v in diag):
-            out.append(make_row(**common, metric="forgetting", value=(sum(diag) - sum(last)) / K,
-                                n=n_sequences, unit="sequences"))
-    return out
 
 
 # ----------------------------------------------------------------------------------- display

@@ -30,7 +30,8 @@ from ..engine.inner_loop import Engine, format_prompt
 from ..engine.models import load_model
 from ..engine.train import EditJob, train_edits
 from ..families.base import derive_seed
-from ..report.results import eval_set_id, make_row, run_markdown
+from ..report.results import run_markdown
+from ..schema import eval_set_id, make_row
 from ..stats import mean_ci, paired_difference
 from ..store import RunFolder, build_manifest, now_iso, read_json, write_json
 from .policy import PEFT_DIR, Policy, chain_fingerprint, rl_data_digest, rl_run_id, write_peft

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from ...engine.inner_loop import peak_memory_mb
-from ...report.results import eval_set_id
+from ...schema import eval_set_id
 from ..base import Work
 from . import metrics, protocol
 from .data import ArcDataError, load_tasks, scorable

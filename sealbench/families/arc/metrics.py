@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from statistics import fmean
 
-from ...report.results import make_row
+from ...schema import make_row
 from ...stats import mean_ci, median_iqr
 
 TIMINGS = ("generate_s", "data_s", "train_s", "answer_s")

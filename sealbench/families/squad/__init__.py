@@ -8,7 +8,7 @@ metrics (unit rows -> results-table rows).
 from __future__ import annotations
 
 from ...engine.generate import GenRequest
-from ...report.results import eval_set_id
+from ...schema import eval_set_id
 from ..base import Work
 from . import metrics, protocols
 from .continual import run_sequences

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from statistics import fmean
 
-from ...report.results import continual_rows, make_row
-from ...regrade import answer_words
+from ...schema import continual_rows, make_row
+from ...grading.answers import answer_words
 from ...stats import mean_ci, median_iqr, paired_difference
 
 TIMINGS = ("generate_s", "train_s", "answer_s", "grade_s")
