@@ -6,7 +6,8 @@
         results.jsonl   one row per finished unit (append-only, fsynced; the newest row of a key wins)
         self_edits.jsonl  every generated or fetched self-edit
         summary.jsonl / summary.csv / summary.md   the results table (report/results.py)
-        COMPLETE        written last, once every planned unit has a row (the time, the unit count)
+        COMPLETE        written last, once every planned unit has a row (the time, the unit count,
+                        the summary format: schema.py)
 
 A folder is created only once its run can start (the model loaded), so a failed start leaves
 nothing behind. A run holds the folder's lock (`filelock`) while it writes; a second process names
