@@ -453,7 +453,11 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
                 groups = [[seqs[e.job][i] for i in m.indices] for e, m in zip(members, micros)]
                 m = max(len(g) for g in groups)
                 widths = [max(len(ids) for ids, _ in g) for g in groups]
-                pending = buckets(widths, m, pass_overhead, max_tokens=bank.eager_tokens)
+                # At least as many passes as the memory plan needs (a K=256 step of teacher notes
+                # is ~50k padded tokens; four passes would each be over the plan).
+                needed = -(-m * sum(widths) // bank.eager_tokens)
+                pending = buckets(widths, m, pass_overhead, max_buckets=max(4, 2 * needed),
+                                  max_tokens=bank.eager_tokens)
                 while pending:
                     part = pending.pop(0)
                     passing = [(members[g].slot, groups[g], jobs[members[g].job].settings.grad_accum_steps)
@@ -468,7 +472,10 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
                         # pass again in parts (nothing of it reached the fp32 gradients).
                         _shrink_plan(bank, m * len(part) * max(widths[g] for g in part))
                         meter.memory_splits += 1
-                        sub = buckets([widths[g] for g in part], m, pass_overhead, max_tokens=bank.eager_tokens)
+                        part_widths = [widths[g] for g in part]
+                        needed = -(-m * sum(part_widths) // bank.eager_tokens)
+                        sub = buckets(part_widths, m, pass_overhead, max_buckets=max(2, 2 * needed),
+                                      max_tokens=bank.eager_tokens)
                         if len(sub) < 2:  # at least halve it
                             sub = [list(range(len(part) // 2)), list(range(len(part) // 2, len(part)))]
                         pending[:0] = [[part[i] for i in s] for s in sub]
