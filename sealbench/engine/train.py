@@ -291,7 +291,9 @@ def buckets(widths: list[int], rows_per_group: int, overhead: int, max_buckets: 
             max_tokens: int = 1 << 62) -> list[list[int]]:
     """Split groups (by index) into at most `max_buckets` forward passes, each padded to its own
     widest row, minimising padded tokens + `overhead` tokens per pass (the cost of one more pass:
-    small on a CPU, a kernel-launch budget on a GPU). Returns lists of group indices."""
+    small on a CPU, a kernel-launch budget on a GPU). A pass over `max_tokens` padded tokens (the
+    memory plan) costs its excess a million times over, so it is split while a split is allowed
+    and a group alone fits. Returns lists of group indices."""
     order = sorted(range(len(widths)), key=lambda g: widths[g])
 
     def cost(part):
