@@ -5,9 +5,10 @@ already done in the run's folder, units reused from other run folders (and which
 compute, self-edits to sample, SEAL RL rounds a `seal` contender will trigger. Wall time per phase
 comes from a cost model of the engine, simulated batch by batch exactly as the runner will batch:
 
-* training: each micro-step of a batch of K edits costs `a + b x padded tokens` per forward pass
-  (engine/train.py splits a step into passes the same way, `buckets`) and `c` per adapter its
-  optimizer step updates;
+* training: each global step of a batch of K edits costs `a + b x padded tokens` per forward pass
+  and `c` per adapter its optimizer step updates; the steps are each edit's own `schedule` and a
+  step's passes are the engine's own split (engine/train.py `step_passes`, capped at the bank's largest
+  eager pass, recorded by the calibration): `plan_training`;
 * answering and sampling: `g` seconds per generated token per row, `q` per answered question.
 
 The rates are measured once per (device, model, K, threads) by a short calibration (a few training
@@ -23,11 +24,15 @@ from pathlib import Path
 
 from .config import RunConfig
 from .edits import EditSources, Pending
-from .engine.train import buckets, schedule
+from .engine.train import CPU_PASS_TOKENS, GPU_PASS_TOKENS, schedule
+from .engine.train import step_passes as engine_step_passes
 from .executors import engine_name
 from .families.base import Work
 from .runner import prepare, run_id
 from .store import RESULTS, SELF_EDITS, cached_rows, device_name, read_rows, write_json
+
+
+NO_CAP = 1 << 62  # no cap on a pass's padded tokens (a CPU bank's memory plan, engine/train.py)
 
 
 @dataclass
@@ -38,23 +43,48 @@ class Rates:
     g: float            # seconds per generated token per row (rows batched)
     q: float            # seconds per answered question (batched, real answer settings)
     load_s: float       # loading the model
+    eager_tokens: int = NO_CAP  # the bank's largest eager pass, padded tokens (engine/train.py `_memory_plan`)
 
 
-def simulate_training(works: list[Work], k: int, rates: Rates, overhead: int) -> float:
-    """Seconds to train `works` K at a time, micro-step by micro-step, passes as the engine splits them."""
-    total = 0.0
+def step_passes(groups: list[list[int]], overhead: int, max_tokens: int = NO_CAP) -> list[int]:
+    """Padded tokens of each forward/backward pass of one global training step, split as the
+    engine splits it (engine/train.py `train_queue`: one group of rows per live edit, `step_passes` over
+    the groups' widths, at most `max_tokens` padded tokens a pass: the bank's `eager_tokens`).
+    `groups` holds each live edit's micro-batch as sequence lengths in tokens, EOS included (the
+    lengths of engine/train.py `encode`). A pass pads its groups to its own largest group's rows
+    and its widest row (engine/train.py `_rows`)."""
+    m = max(len(g) for g in groups)
+    widths = [max(g) for g in groups]
+    return [max(len(groups[g]) for g in part) * len(part) * max(widths[g] for g in part)
+            for part in engine_step_passes(widths, m, overhead, max_tokens)]
+
+
+def plan_training(works: list[Work], k: int, overhead: int,
+                  max_tokens: int = NO_CAP) -> list[tuple[list[int], int]]:
+    """The global steps of training `works` K at a time (as `train_edits` trains a batch: every edit
+    in its slot, each its own `schedule`, seed 0), each as (padded tokens of its passes, adapters its
+    optimizer step updates). A work with `steps` > 1 (continual) trains its plan that many times."""
+    out = []
     adapting = [w for w in works if w.train is not None and w.seqs]
     for start in range(0, len(adapting), k):
         batch = adapting[start:start + k]
+        plans = [schedule(len(w.seqs), w.train, 0)[0] for w in batch]
         for _ in range(max(w.steps for w in batch)):
-            plans = [schedule(len(w.seqs), w.train, 0)[0] for w in batch]
             for t in range(max(len(p) for p in plans)):
                 live = [(w, p[t]) for w, p in zip(batch, plans) if t < len(p)]
-                m = max(len(micro.indices) for _, micro in live)
-                widths = [max(w.seqs[i] for i in micro.indices) + 1 for w, micro in live]
-                for part in buckets(widths, m, overhead):
-                    total += rates.a + rates.b * m * len(part) * max(widths[g] for g in part)
-                total += rates.c * sum(micro.step_after for _, micro in live)
+                passes = step_passes([[w.seqs[i] for i in micro.indices] for w, micro in live], overhead, max_tokens)
+                out.append((passes, sum(micro.step_after for _, micro in live)))
+    return out
+
+
+def simulate_training(works: list[Work], k: int, rates: Rates, overhead: int, max_tokens: int = NO_CAP) -> float:
+    """Seconds to train `works` K at a time, global step by step, passes as the engine splits them
+    (`plan_training`)."""
+    total = 0.0
+    for passes, updates in plan_training(works, k, overhead, max_tokens):
+        for tokens in passes:
+            total += rates.a + rates.b * tokens
+        total += rates.c * updates
     return total
 
 
@@ -105,7 +135,7 @@ def dry_run(config: RunConfig, say) -> dict:
     if pending or rl_work:
         rates = calibrate(cfg, p, location, fingerprints["base"], reports, say)
         k = cfg.edits_per_batch or _default_k(cfg)
-        overhead = 65536 if cfg.device.startswith("cuda") else 64
+        overhead = GPU_PASS_TOKENS if cfg.device.startswith("cuda") else CPU_PASS_TOKENS
         phases["load model"] = rates.load_s
         for rl, rounds in rl_work:
             phases["SEAL RL"] = phases.get("SEAL RL", 0.0) + rounds * _rl_round(p, rl, rates, k, overhead)
@@ -115,7 +145,8 @@ def dry_run(config: RunConfig, say) -> dict:
         works = [p.family.workload(u, cfg, tokenizer, sources) for u in pending]
         for eng in dict.fromkeys(engine_name(u) for u in pending):
             mine = [w for u, w in zip(pending, works) if engine_name(u) == eng]
-            phases["inner loop (train)"] = phases.get("inner loop (train)", 0.0) + simulate_training(mine, k, rates, overhead)
+            phases["inner loop (train)"] = (phases.get("inner loop (train)", 0.0)
+                                            + simulate_training(mine, k, rates, overhead, rates.eager_tokens))
         phases["answers"] = sum(w.questions for w in works) * rates.q + sum(sum(w.gen_rows) for w in works) * rates.g
         phases["grading, bookkeeping"] = 0.02 * len(pending) + 2.0
     by_source: dict[str, int] = {}
@@ -164,8 +195,9 @@ def _rl_round(p, rl, rates: Rates, k: int, overhead: int) -> float:
     sample = n * rl.max_new_tokens * rates.g
     seqs = [24] * max(1, rl.max_new_tokens // 24) + [220]  # notes lines + the passage (typical lengths)
     works = [Work(seqs, rl.inner, [], 5) for _ in range(n * rl.repeats)]
-    reward = simulate_training(works, k, rates, overhead) + len(works) * 5 * rates.q
-    sft = simulate_training([Work([400] * max(1, rl.n_items), rl.sft, [], 0)], 1, rates, overhead)
+    reward = simulate_training(works, k, rates, overhead, rates.eager_tokens) + len(works) * 5 * rates.q
+    sft = simulate_training([Work([400] * max(1, rl.n_items), rl.sft, [], 0)], 1, rates, overhead,
+                            rates.eager_tokens)
     heldout = rl.heldout_items * (rl.max_new_tokens * rates.g + 5 * rates.q)
     return sample + reward + sft + heldout
 
@@ -191,7 +223,7 @@ def calibrate(cfg, p, location, fingerprint: str, reports: Path, say=None) -> Ra
     `<reports>/.calibration.json`, else measured now (~20-60 s on a CPU; `say` is told first)."""
     import torch
 
-    key = (f"v3|{device_name(cfg.device if cfg.device != 'auto' else 'cpu')}|{fingerprint}|{cfg.edits_per_batch}|"
+    key = (f"v4|{device_name(cfg.device if cfg.device != 'auto' else 'cpu')}|{fingerprint}|{cfg.edits_per_batch}|"
            f"{torch.get_num_threads()}")
     path = reports / ".calibration.json"
     try:
@@ -249,5 +281,6 @@ def _measure(cfg, p) -> Rates:
     if questions:
         p.family.answer(engine, questions, cfg)
     q = (time.perf_counter() - t) / max(1, len(questions))
+    eager_tokens = engine.bank.eager_tokens  # set by the engine's memory plan when it first trained
     engine.close()
-    return Rates(a, b, c, g, q, load_s)
+    return Rates(a, b, c, g, q, load_s, eager_tokens)

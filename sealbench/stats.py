@@ -60,3 +60,39 @@ def median_iqr(values) -> dict:
         return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
     q1, med, q3 = np.percentile(x, [25, 50, 75])
     return {"mean": float(med), "ci_low": float(q1), "ci_high": float(q3), "n": len(x)}
+
+
+def edit_costs(ok: list[dict], timings: tuple[str, ...], train: tuple[str, ...] = ("steps",),
+               counts: dict[str, str] | None = None) -> dict[str, list]:
+    """Per-edit cost samples of `ok` unit rows, by metric, in row order (`timing_rows`):
+    seconds_per_edit (the sum of `timings` in each row's `timing`, a missing one 0), each of
+    `timings`, train_<f> for each field f of `train` (rows that trained), each count of `counts`
+    ({metric: row field}, rows where it is nonzero) and peak_mem_mb (rows that recorded one)."""
+    t = [r.get("timing", {}) for r in ok]
+    trained = [r["train"] for r in ok if r.get("train")]
+    samples = {"seconds_per_edit": [sum(x.get(k) or 0.0 for k in timings) for x in t]}
+    samples.update((key, [x.get(key) for x in t]) for key in timings)
+    samples.update((f"train_{f}", [x[f] for x in trained]) for f in train)
+    samples.update((metric, [r[field] for r in ok if r.get(field)]) for metric, field in (counts or {}).items())
+    samples["peak_mem_mb"] = [x["peak_mem_mb"] for x in t if x.get("peak_mem_mb")]
+    return samples
+
+
+def timing_rows(samples: dict[str, list]) -> list[dict]:
+    """The results table's timing and cost rows (unit edits; docs/reports.md) from per-edit
+    samples {metric: values}, in `samples`' order, as row fields {metric, value, ci_low, ci_high,
+    n, unit} (the caller adds the run's and contender's fields): each metric's median with its
+    quartiles as the interval (`median_iqr`), peak_mem_mb the max with no interval. None values
+    are dropped; a metric with no value gives no row."""
+    out = []
+    for metric, values in samples.items():
+        x = [v for v in values if v is not None]
+        if not x:
+            continue
+        if metric == "peak_mem_mb":
+            stat = {"mean": float(max(x)), "ci_low": math.nan, "ci_high": math.nan, "n": len(x)}
+        else:
+            stat = median_iqr(x)
+        out.append({"metric": metric, "value": stat["mean"], "ci_low": stat["ci_low"], "ci_high": stat["ci_high"],
+                    "n": stat["n"], "unit": "edits"})
+    return out

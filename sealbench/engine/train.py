@@ -317,6 +317,14 @@ def buckets(widths: list[int], rows_per_group: int, overhead: int, max_buckets: 
     return [sorted(part) for part in split(order, max_buckets)]
 
 
+def step_passes(widths: list[int], rows_per_group: int, overhead: int, max_tokens: int = 1 << 62) -> list[list[int]]:
+    """The passes of one global step (`buckets`), as many as the memory plan (`max_tokens` padded
+    tokens a pass) needs: a K=256 step of teacher notes is ~50k padded tokens, and four passes
+    would each be over a plan of ~8k. The dry run (sealbench/estimate.py) plans with this too."""
+    needed = -(-rows_per_group * sum(widths) // max_tokens)
+    return buckets(widths, rows_per_group, overhead, max_buckets=max(4, 2 * needed), max_tokens=max_tokens)
+
+
 def train_edits(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[int] | None = None,
                 progress=None, pass_overhead: int | None = None) -> list[TrainStats]:
     """Reset `slots` (default 0..len(jobs)-1) with each job's seed and train them together: job j
@@ -455,11 +463,7 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
                 groups = [[seqs[e.job][i] for i in m.indices] for e, m in zip(members, micros)]
                 m = max(len(g) for g in groups)
                 widths = [max(len(ids) for ids, _ in g) for g in groups]
-                # At least as many passes as the memory plan needs (a K=256 step of teacher notes
-                # is ~50k padded tokens; four passes would each be over the plan).
-                needed = -(-m * sum(widths) // bank.eager_tokens)
-                pending = buckets(widths, m, pass_overhead, max_buckets=max(4, 2 * needed),
-                                  max_tokens=bank.eager_tokens)
+                pending = step_passes(widths, m, pass_overhead, bank.eager_tokens)
                 while pending:
                     part = pending.pop(0)
                     passing = [(members[g].slot, groups[g], jobs[members[g].job].settings.grad_accum_steps)
@@ -474,10 +478,7 @@ def train_queue(bank: AdapterBank, tokenizer, jobs: list[EditJob], slots: list[i
                         # pass again in parts (nothing of it reached the fp32 gradients).
                         _shrink_plan(bank, m * len(part) * max(widths[g] for g in part))
                         meter.memory_splits += 1
-                        part_widths = [widths[g] for g in part]
-                        needed = -(-m * sum(part_widths) // bank.eager_tokens)
-                        sub = buckets(part_widths, m, pass_overhead, max_buckets=max(2, 2 * needed),
-                                      max_tokens=bank.eager_tokens)
+                        sub = step_passes([widths[g] for g in part], m, pass_overhead, bank.eager_tokens)
                         if len(sub) < 2:  # at least halve it
                             sub = [list(range(len(part) // 2)), list(range(len(part) // 2, len(part)))]
                         pending[:0] = [[part[i] for i in s] for s in sub]

@@ -38,8 +38,7 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
+from ..stats import timing_rows as stats_timing_rows
 from .results import (TASK_FAMILY, continual_rows, csv_text, eval_set_id, find_run_dirs, jsonl_text,
                       make_row, run_markdown)
 
@@ -78,19 +77,11 @@ def stat_rows(common: dict, metric: str, stat, unit: str, at: str = "", **extra)
 
 
 def timing_rows(common: dict, samples: dict[str, list[float]], at: str = "") -> list[dict]:
-    """Median [IQR] over edits of every timing key in `samples` (peak memory: the max)."""
-    rows = []
-    for key in sorted(samples):
-        vals = np.asarray([v for v in samples[key] if _finite(v)], dtype=float)
-        if vals.size == 0:
-            continue
-        if key == "peak_mem_mb":
-            value, lo, hi = float(vals.max()), math.nan, math.nan
-        else:
-            value, lo, hi = (float(np.median(vals)), *map(float, np.percentile(vals, [25, 75])))
-        rows.append(make_row(**common, metric=TIMING_NAMES.get(key, key), at=at, value=value, ci_low=lo,
-                             ci_high=hi, n=int(vals.size), unit="edits"))
-    return rows
+    """Median [IQR] over edits of every timing key in `samples` (peak memory: the max), keys in
+    sorted order, named by `TIMING_NAMES` (stats.py `timing_rows`, as the families' rows)."""
+    finite = {key: [v for v in samples[key] if _finite(v)] for key in sorted(samples)}
+    return [make_row(**common, **dict(fields, metric=TIMING_NAMES.get(fields["metric"], fields["metric"])), at=at)
+            for fields in stats_timing_rows(finite)]
 
 
 def _samples_from_results(folder: Path, contender: str) -> dict[str, list[float]]:

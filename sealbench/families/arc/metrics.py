@@ -18,7 +18,8 @@ from __future__ import annotations
 from statistics import fmean
 
 from ...schema import make_row
-from ...stats import mean_ci, median_iqr
+from ...stats import edit_costs, mean_ci
+from ...stats import timing_rows as stats_timing_rows
 
 TIMINGS = ("generate_s", "data_s", "train_s", "answer_s")
 COUNTS = (("invalid_edits", "invalid"), ("over_budget_edits", "over_budget"), ("train_error_edits", "train_error"))
@@ -61,25 +62,9 @@ def summarize(config, plan: list, rows: dict[str, dict], common: dict) -> list[d
 
 
 def timing_rows(base: dict, ok: list[dict]) -> list[dict]:
-    """Median [IQR] timing and cost rows over `ok` unit rows (module doc)."""
-    t = [r.get("timing", {}) for r in ok]
-    out = [make_row(**base, metric="seconds_per_edit", **_ci(median_iqr([sum(x.get(k) or 0.0 for k in TIMINGS)
-                                                                        for x in t])), unit="edits")]
-    for key in TIMINGS:
-        vals = [x[key] for x in t if x.get(key) is not None]
-        if vals:
-            out.append(make_row(**base, metric=key, **_ci(median_iqr(vals)), unit="edits"))
-    trained = [r["train"] for r in ok if r.get("train")]
-    if trained:
-        out.append(make_row(**base, metric="train_steps", **_ci(median_iqr([x["steps"] for x in trained])),
-                            unit="edits"))
-    examples = [r["n_ttt_examples"] for r in ok if r.get("n_ttt_examples")]
-    if examples:
-        out.append(make_row(**base, metric="ttt_examples", **_ci(median_iqr(examples)), unit="edits"))
-    peaks = [x["peak_mem_mb"] for x in t if x.get("peak_mem_mb")]
-    if peaks:
-        out.append(make_row(**base, metric="peak_mem_mb", value=float(max(peaks)), n=len(peaks), unit="edits"))
-    return out
+    """Median [IQR] timing and cost rows over `ok` unit rows (module doc; stats.py `timing_rows`)."""
+    samples = edit_costs(ok, TIMINGS, counts={"ttt_examples": "n_ttt_examples"})
+    return [make_row(**base, **fields) for fields in stats_timing_rows(samples)]
 
 
 def _ci(stat: dict) -> dict:

@@ -8,6 +8,7 @@ metrics (unit rows -> results-table rows).
 from __future__ import annotations
 
 from ...engine.generate import GenRequest
+from ...engine.train import encode
 from ...schema import eval_set_id
 from ..base import Work
 from . import metrics, protocols
@@ -123,20 +124,24 @@ class SquadFamily:
         if not c.adapt:
             return Work([], None, [], questions)
         budget = config.notes_max_tokens or c.max_new_tokens
+        train = config.train_settings()
+
+        def lengths(texts):  # as the engine trains them (engine/train.py `encode`: cut, EOS added)
+            return [len(ids) for ids, _ in encode(tokenizer, texts, train.max_length)]
+
         seqs = []
         for p in (u.items[:1] if config.protocol == "continual" else u.items):
-            texts = training_texts(p, [], include_passage=c.include_passage)
-            seqs += [len(tokenizer(t)["input_ids"]) + 1 for t in texts]
+            seqs += lengths(training_texts(p, [], include_passage=c.include_passage))
             for ref in [r for r in u.edits if r.item_id == p.id]:
                 known = sources.known_text(c, p, ref.index)
                 if known is None:
                     seqs += [24 + len(tokenizer(p.title)["input_ids"])] * max(1, budget // 24)
                 else:
-                    seqs += [len(tokenizer(t)["input_ids"]) + 1 for t in training_texts(p, [known], c.prompt, False)]
+                    seqs += lengths(training_texts(p, [known], c.prompt, False))
         if config.protocol == "continual":
             k = config.steps
-            return Work(seqs, config.train_settings(), [], questions // max(k, 1) * (k + k * (k + 1) // 2), steps=k)
-        return Work(seqs, config.train_settings(), [], questions)
+            return Work(seqs, train, [], questions // max(k, 1) * (k + k * (k + 1) // 2), steps=k)
+        return Work(seqs, train, [], questions)
 
     def calibration_prompts(self, items, config, tokenizer) -> list[str]:
         from ...engine.inner_loop import format_prompt

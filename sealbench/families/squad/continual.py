@@ -13,13 +13,10 @@ from __future__ import annotations
 
 import time
 
-from ...engine.generate import GenRequest
-from ...engine.inner_loop import Engine, format_prompt, peak_memory_mb
+from ...engine.inner_loop import Engine, peak_memory_mb
 from ...engine.train import EditJob, train_edits
-from ...grading import cut_answer, exact_match, f1_score
 from ..base import derive_seed
-from .episode import AnswerSettings, EditError, build_texts
-from .prompts import answer_prompt
+from .episode import AnswerSettings, EditError, answer_questions, build_texts
 
 
 def run_sequences(engine: Engine, units: list, notes: dict, config, grader) -> list[dict]:
@@ -73,25 +70,20 @@ def run_sequences(engine: Engine, units: list, notes: dict, config, grader) -> l
 
 def _evaluate(engine: Engine, units, rows, k: int, answer: AnswerSettings, grader, base: bool) -> dict:
     """Answer passages 0..k-1 (all K for row 0) of every live sequence through its slot."""
-    requests, owners = [], []
+    asks, owners = [], []
     for i, (u, r) in enumerate(zip(units, rows)):
         if r["status"] != "ok":
             continue
         for j, p in enumerate(u.items if base else u.items[:k]):
             for q in p.questions:
-                prompt = format_prompt(engine.tokenizer, answer_prompt(p, q), answer.style)
-                requests.append(GenRequest(prompt, slot=None if base else i, max_new_tokens=answer.max_tokens))
-                owners.append((i, j, q))
-    t = time.perf_counter()
-    raws = engine.generate(requests, stop_strings=list(answer.stops))
-    answer_s = time.perf_counter() - t
+                asks.append((p, q, None if base else i, False))
+                owners.append((i, j))
+    graded, answer_s, _ = answer_questions(engine, asks, answer, grader)
     cells: dict[tuple[int, int], list[float]] = {}
     answers: dict[int, list] = {}
-    for (i, j, q), raw in zip(owners, raws):
-        pred = cut_answer(raw, answer.stops)
-        ok = bool(grader.grade(q.question, q.answers, pred))
-        cells.setdefault((i, j), []).append(float(ok))
-        answers.setdefault(i, []).append([j, pred, ok, exact_match(pred, q.answers), f1_score(pred, q.answers)])
+    for (i, j), g in zip(owners, graded):
+        cells.setdefault((i, j), []).append(float(g["correct"]))
+        answers.setdefault(i, []).append([j, g["prediction"], g["correct"], g["em"], g["f1"]])
     for (i, j), verdicts in cells.items():
         rows[i]["matrix"][k][j] = sum(verdicts) / len(verdicts)
     for i, a in answers.items():

@@ -95,32 +95,45 @@ def iter_episodes(engine: Engine, episodes: list[Episode], train: TrainSettings,
         yield list(zip([e for e, _, _ in group], _answer(engine, group, answer, grader, start, len(episodes))))
 
 
+def answer_questions(engine: Engine, asks: list[tuple], answer: AnswerSettings,
+                     grader) -> tuple[list[dict], float, float]:
+    """Answer, cut, grade: every (passage, question, slot, with_context) of `asks` answered in one
+    batched generation through its slot (None: the model as it is; with_context: the open-book
+    prompt), each answer cut at the stops (grading/answers.py `cut_answer`) and graded. Returns one
+    dict per ask, in order ({passage_id, question, golds, raw, prediction, correct, reason, em, f1}),
+    the generation's seconds and the grading's. Episodes and continual sequences both answer here."""
+    requests = [GenRequest(format_prompt(engine.tokenizer, answer_prompt(p, q, with_context), answer.style),
+                           slot=slot, max_new_tokens=answer.max_tokens) for p, q, slot, with_context in asks]
+    t = time.perf_counter()
+    raws = engine.generate(requests, stop_strings=list(answer.stops)) if requests else []
+    answer_s = time.perf_counter() - t
+    t = time.perf_counter()
+    graded = []
+    for (p, q, _, _), raw in zip(asks, raws):
+        pred = cut_answer(raw, answer.stops)
+        verdict = grader.grade(q.question, q.answers, pred)
+        graded.append({"passage_id": p.id, "question": q.question, "golds": q.answers, "raw": raw,
+                       "prediction": pred, "correct": bool(verdict), "reason": verdict.reason,
+                       "em": exact_match(pred, q.answers), "f1": f1_score(pred, q.answers)})
+    return graded, answer_s, time.perf_counter() - t
+
+
 def _answer(engine: Engine, group: list[tuple], answer: AnswerSettings, grader, start: float,
             n_episodes: int) -> list[dict]:
     """Answer and grade (episode, slot, TrainStats or None) in one batched generation; rows in order."""
     errors = {id(e): e.error or (st.error if st else None) for e, _, st in group}
-    requests, owners = [], []
+    asks, owners = [], []
     for e, slot, _ in group:
         if errors[id(e)]:
             continue
         for p in e.passages:
             for q in p.questions:
-                prompt = format_prompt(engine.tokenizer, answer_prompt(p, q, e.with_context), answer.style)
-                requests.append(GenRequest(prompt, slot=slot, max_new_tokens=answer.max_tokens))
-                owners.append((id(e), p, q))
-    t = time.perf_counter()
-    raws = engine.generate(requests, stop_strings=list(answer.stops)) if requests else []
-    answer_s = time.perf_counter() - t
-    t = time.perf_counter()
+                asks.append((p, q, slot, e.with_context))
+                owners.append(id(e))
+    answers, answer_s, grade_s = answer_questions(engine, asks, answer, grader)
     graded: dict[int, list[dict]] = {}
-    for (owner, p, q), raw in zip(owners, raws):
-        pred = cut_answer(raw, answer.stops)
-        verdict = grader.grade(q.question, q.answers, pred)
-        graded.setdefault(owner, []).append({
-            "passage_id": p.id, "question": q.question, "golds": q.answers, "raw": raw, "prediction": pred,
-            "correct": bool(verdict), "reason": verdict.reason, "em": exact_match(pred, q.answers),
-            "f1": f1_score(pred, q.answers)})
-    grade_s = time.perf_counter() - t
+    for owner, a in zip(owners, answers):
+        graded.setdefault(owner, []).append(a)
     n_questions = max(len(owners), 1)
     peak = round(peak_memory_mb(engine.device), 1)
     out = []

@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from statistics import fmean
 
-from ...schema import continual_rows, make_row
 from ...grading.answers import answer_words
-from ...stats import mean_ci, median_iqr, paired_difference
+from ...schema import continual_rows, make_row
+from ...stats import edit_costs, mean_ci, paired_difference, timing_rows
 
 TIMINGS = ("generate_s", "train_s", "answer_s", "grade_s")
 SEAL_VERSUS = ("self-notes", "teacher-notes", "passage")
@@ -112,23 +112,7 @@ def _accuracy_rows(base: dict, ok: list[dict], acc: dict[str, float], seed: int)
 
 
 def _timing_rows(base: dict, ok: list[dict]) -> list[dict]:
-    out = []
-    t = [r.get("timing", {}) for r in ok]
-    totals = [sum(x.get(k, 0.0) for k in TIMINGS) for x in t]
-    if totals:
-        out.append(make_row(**base, metric="seconds_per_edit", **_ci(median_iqr(totals)), unit="edits"))
-    for key in TIMINGS:
-        vals = [x[key] for x in t if x.get(key) is not None]
-        if vals:
-            out.append(make_row(**base, metric=key, **_ci(median_iqr(vals)), unit="edits"))
-    trained = [r["train"] for r in ok if r.get("train")]
-    for metric, field in (("train_steps", "steps"), ("train_tokens", "tokens")):
-        if trained:
-            out.append(make_row(**base, metric=metric, **_ci(median_iqr([x[field] for x in trained])), unit="edits"))
-    peaks = [x["peak_mem_mb"] for x in t if x.get("peak_mem_mb")]
-    if peaks:
-        out.append(make_row(**base, metric="peak_mem_mb", value=float(max(peaks)), n=len(peaks), unit="edits"))
-    return out
+    return [make_row(**base, **fields) for fields in timing_rows(edit_costs(ok, TIMINGS, ("steps", "tokens")))]
 
 
 def _paired(accs: dict, common: dict, by_contender: dict, seed: int) -> list[dict]:
@@ -166,11 +150,9 @@ def _continual(config, base: dict, ok: list[dict]) -> list[dict]:
     final = [fmean(r["matrix"][K]) for r in ok]
     rows.append(make_row(**base, metric="final_accuracy", **_ci(mean_ci(final, config.seed)), unit="sequences"))
     steps = [s for r in ok for s in r["steps"] if s.get("timing")]
-    for key in ("train_s", "merge_s", "answer_s"):
-        vals = [s["timing"][key] for s in steps if key in s["timing"]]
-        if vals:
-            rows.append(make_row(**base, metric=key, **_ci(median_iqr(vals)), unit="edits"))
-    return rows
+    samples = {key: [s["timing"][key] for s in steps if key in s["timing"]]
+               for key in ("train_s", "merge_s", "answer_s")}
+    return rows + [make_row(**base, **fields) for fields in timing_rows(samples)]
 
 
 def _ci(stat: dict) -> dict:
