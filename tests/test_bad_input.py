@@ -772,7 +772,7 @@ def test_grade_refuses_an_empty_or_unknown_grader_with_the_list(tmp_path, capsys
     (tmp_path / "in.jsonl").write_text('{"question": "q", "gold": "a", "prediction": "a"}\n')
     argv = (["grade", str(tmp_path), "--grader", grader] if target == "run" else
             ["grade", "--in", str(tmp_path / "in.jsonl"), "--out", str(tmp_path / "out.jsonl"), "--grader", grader])
-    line = one_error(capsys, main(argv), f"--grader {grader!r}: unknown grader; choose one of: match, em, f1, judge")
+    one_error(capsys, main(argv), f"--grader {grader!r}: unknown grader; choose one of: match, em, f1, judge")
     assert not (tmp_path / "out.jsonl").exists()
 
 

@@ -216,7 +216,6 @@ def test_compare_leaderboard_and_view_say_which_grader_each_number_used(tmp_path
 
 
 def test_leaderboard_marks_a_contender_ranked_differently_by_f1():
-    import pandas as pd
     from sealbench.report.leaderboard import board
     from sealbench.report.results import make_row, rows_to_frame
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from conftest import MADE_UP, MADE_UP_2, write_data_dir
 from sealbench import rl
-from sealbench.config import RLConfig, RunConfig
+from sealbench.config import RunConfig
 from sealbench.engine.lora import AdapterBank
 from sealbench.engine.models import load_model
 from sealbench.registry import rl_preset

@@ -21,7 +21,6 @@ folder is an error (exit 2, one line).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import webbrowser
