@@ -40,8 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import (TASK_FAMILY, continual_rows, csv_text, eval_set_id, find_run_dirs, jsonl_text,
-                      make_row, run_markdown)
+from ..families import TASK_FAMILY
+from .results import continual_rows, csv_text, eval_set_id, find_run_dirs, jsonl_text, make_row, run_markdown
 
 TIMING_NAMES = {"generate_s": "generate_s", "data_s": "data_s", "train_s": "train_s", "merge_s": "merge_s",
                 "answer_s": "answer_s", "predict_s": "answer_s", "grade_s": "grade_s", "total_s": "seconds_per_edit"}

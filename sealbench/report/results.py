@@ -25,11 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..families import PACKAGES, TASK_FAMILY  # each family declares its tasks (families/*/__init__.py)
+
 COLUMNS = ("run_id", "task", "family", "protocol", "model", "model_fingerprint", "contender", "role",
            "grader", "eval_set", "metric", "at", "value", "ci_low", "ci_high", "n", "unit", "vs",
            "p_value", "device", "seed", "written")
-TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
-FAMILIES, PROTOCOLS = ("squad", "arc"), ("single", "cpt", "continual", "rl")
+FAMILIES, PROTOCOLS = tuple(PACKAGES), ("single", "cpt", "continual", "rl")
 ROLES = ("contender", "ceiling", "reference")
 UNITS = ("passages", "questions", "pairs", "tasks", "edits", "sequences", "items")
 REQUIRED = ("run_id", "task", "protocol", "model", "contender", "grader", "eval_set", "metric", "value",
