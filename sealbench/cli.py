@@ -268,7 +268,7 @@ def cmd_list(args) -> int:
     print("protocols (seal_squad_nocontext):")
     for name, text in registry.PROTOCOLS.items():
         print(f"  {name:24s} {text}")
-    for fam in ("squad", "arc"):
+    for fam in registry.PACKAGES:
         print(f"contenders ({fam}):")
         for name in registry.contender_names(fam):
             print(f"  {name:24s} {registry.load_contender(name, fam).description}")

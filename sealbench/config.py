@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
+from .families import PACKAGES, TASK_FAMILY
 from .grading.answers import ANSWER_STOPS
 
 def _unescape(v):
@@ -42,14 +43,14 @@ def _visible(v: str) -> str:
 Stop = Annotated[str, BeforeValidator(_unescape), Field(min_length=1, max_length=100), AfterValidator(_visible)]
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
 FAMILY_PROTOCOLS = {"squad": ("single", "cpt", "continual"), "arc": ("single",)}
 GEOMETRIC = ("identity", "rot90", "rot180", "rot270", "flip_lr", "flip_ud", "transpose", "anti_transpose")
 # The generated ARC tier's rules (families/arc/data.py implements them).
 MINI_RULES = ("color_map", "flip_lr", "flip_ud", "rot180", "transpose", "rot90", "tile_h",
               "upscale_2x", "gravity", "shift_right")
 NOTE_PROMPTS = ("implications", "implications-long", "rewrite", "self-qa")
-Task = Literal["seal_squad_nocontext", "seal_arc_fewshot", "seal_arc_mini"]
+Task = Literal[tuple(TASK_FAMILY)]         # each family declares its tasks (families/*/__init__.py)
+FamilyName = Literal[tuple(PACKAGES)]
 Style = Literal["plain", "chat", "auto"]
 
 
@@ -331,7 +332,7 @@ class Endpoint(Settings):
 class ContenderSpec(Settings):
     """A contender file (`baselines/*.yaml`, `baselines/arc/*.yaml`): one schema for both families."""
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the contender's name")
-    family: Literal["squad", "arc"] = Field(description="which task family it runs on")
+    family: FamilyName = Field(description="which task family it runs on")
     description: str = ""
     role: Literal["contender", "ceiling"] = Field("contender", description="ceiling: an open-book upper bound")
     adapt: bool = Field(True, description="train an adapter (False: answer with the model as it is)")

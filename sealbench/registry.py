@@ -1,24 +1,24 @@
 """Names a user can type, and what they resolve to: tasks -> families, contenders, presets, graders.
 
-Tasks: `seal_squad_nocontext` (knowledge incorporation, families/squad), `seal_arc_fewshot` (SEAL's
-ARC subsets) and `seal_arc_mini` (the generated small-grid tier) (families/arc). Contenders are YAML
+Tasks: each family declares its own (families/*/__init__.py `TASKS`): `seal_squad_nocontext`
+(knowledge incorporation, families/squad), `seal_arc_fewshot` (SEAL's ARC subsets) and
+`seal_arc_mini` (the generated small-grid tier) (families/arc). Contenders are YAML
 files in `baselines/` (squad) and `baselines/arc/` (arc), validated by config.ContenderSpec. Presets:
 `presets/all/*.yaml` (`run --all`) and `presets/seal_rl/*.yaml` (SEAL RL runs).
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
-from .config import TASK_FAMILY, ConfigError, ContenderSpec, RLConfig, RunConfig, validate
+from .config import ConfigError, ContenderSpec, RLConfig, RunConfig, validate
+from .families import PACKAGES, TASK_FAMILY
+from .families.base import Family
 from .inputs import find_named, read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-TASKS = {
-    "seal_squad_nocontext": "SQuAD questions asked without their passage (SEAL knowledge incorporation)",
-    "seal_arc_fewshot": "ARC few-shot puzzles; self-edits are TTT configurations (SEAL's subsets)",
-    "seal_arc_mini": "generated small-grid ARC-style puzzles with known answers (CPU tier)",
-}
+TASKS = {task: text for p in PACKAGES.values() for task, text in p.TASKS.items()}  # task -> what it is
 PROTOCOLS = {
     "single": "one adapter per passage and self-edit, answering that passage (SEAL n=1)",
     "cpt": "one adapter on N passages together, answering all of them (continued pretraining)",
@@ -26,16 +26,13 @@ PROTOCOLS = {
 }
 
 
-def family(task: str):
-    """The family object of a task (families/squad or families/arc)."""
+def family(task: str) -> Family:
+    """The family object of a task (families/<name>/family.py `FAMILY`, loaded on first use: it
+    imports torch). Raises ConfigError for an unknown task."""
     name = TASK_FAMILY.get(task)
-    if name == "squad":
-        from .families.squad import FAMILY
-    elif name == "arc":
-        from .families.arc import FAMILY
-    else:
+    if name is None:
         raise ConfigError(f"unknown task {task!r}; available: {', '.join(TASKS)}")
-    return FAMILY
+    return importlib.import_module(f"{PACKAGES[name].__name__}.family").FAMILY
 
 
 def baselines_dir(family_name: str) -> Path:

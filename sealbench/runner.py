@@ -28,6 +28,7 @@ from .engine.inner_loop import Engine, Hooks
 from .executors import LocalExecutor, check_executor
 from .grading import GraderError
 from .engine.models import load_model
+from .families import recorded_grader
 from .families.base import stable_hash
 from .regrade import ensure, stamp
 from .report.results import run_markdown
@@ -415,7 +416,8 @@ def _grader(cfg):
 
 
 def _grader_name(cfg) -> str:
-    return "exact-grid" if cfg.family == "arc" else cfg.grader
+    """The grader the run's rows record (the family's own, ARC: exact-grid; else --grader)."""
+    return recorded_grader(cfg.family, cfg.grader)
 
 
 def _device_name(folder: RunFolder) -> str:

@@ -1,6 +1,7 @@
 """The result row: one reported number. Every run folder's summary (summary.jsonl, summary.csv) is
 a list of these, written by the families and the RL loop and read by every report, so the schema
-lives here, below both (families and report/ import it; it imports neither).
+lives here, below both (families and report/ import it; it reads only the families' declared facts,
+families/*/__init__.py, which import nothing).
 
 `ResultRow` (pydantic) declares each field once, with its type and meaning; `make_row` builds a
 validated row as a plain dict in `COLUMNS` order (what the files and pandas hold). Versions of the
@@ -20,8 +21,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .families import PACKAGES, TASK_FAMILY  # the families' declared facts (names, tasks): no torch
+
 SUMMARY_FORMAT = 1
-TASK_FAMILY = {"seal_squad_nocontext": "squad", "seal_arc_fewshot": "arc", "seal_arc_mini": "arc"}
 _AT = re.compile(r"^([A-Za-z_][\w.-]*=[^,=]+)(,[A-Za-z_][\w.-]*=[^,=]+)*$")
 
 
@@ -59,7 +61,7 @@ class ResultRow(BaseModel):
 
     run_id: Required = Field(description="the run folder's id")
     task: Required = Field(description="the task, e.g. seal_squad_nocontext (registry)")
-    family: Literal["squad", "arc"] = Field(description="the task's family (default: TASK_FAMILY[task])")
+    family: Str = Field(description="the task's family (default: TASK_FAMILY[task]; families/*/__init__.py)")
     protocol: Literal["single", "cpt", "continual", "rl"] = Field(description="the evaluation protocol")
     model: Required = Field(description="the model's name")
     model_fingerprint: Str = Field("", description="sha256 prefix of the model's weights file")
@@ -82,6 +84,13 @@ class ResultRow(BaseModel):
     seed: Int = Field(-1, description="the run's seed (-1: none)")
     written: Str = Field("", description="when the row was written (ISO 8601, UTC)")
 
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        if family not in PACKAGES:
+            raise ValueError(f"must be one of {', '.join(PACKAGES)}, got {family!r}")
+        return family
+
     @field_validator("at")
     @classmethod
     def _at_form(cls, at: str) -> str:
@@ -101,7 +110,7 @@ REQUIRED = tuple(name for name, f in ResultRow.model_fields.items() if f.is_requ
 DEFAULTS = {name: f.default for name, f in ResultRow.model_fields.items() if not f.is_required()}
 FLOATS, INTS = ("value", "ci_low", "ci_high", "p_value"), ("n", "seed")
 STRINGS = tuple(c for c in COLUMNS if c not in FLOATS + INTS)
-FAMILIES, PROTOCOLS = ("squad", "arc"), ("single", "cpt", "continual", "rl")
+FAMILIES, PROTOCOLS = tuple(PACKAGES), ("single", "cpt", "continual", "rl")
 ROLES = ("contender", "ceiling", "reference")
 UNITS = ("passages", "questions", "pairs", "tasks", "edits", "sequences", "items")
 

@@ -10,7 +10,8 @@ import torch
 
 from sealbench.config import LoRASettings, RunConfig
 from sealbench.engine.inner_loop import Engine, format_prompt
-from sealbench.families.arc import FAMILY, guided
+from sealbench.families.arc import guided
+from sealbench.families.arc.family import FAMILY
 from sealbench.families.arc.data import mini_task
 from sealbench.families.arc.self_edit import edit_prompt, parse_config
 

@@ -9,7 +9,7 @@ import pytest
 
 from sealbench import registry
 from sealbench.config import ConfigError, RLConfig, RunConfig, validate
-from sealbench.families.arc import FAMILY
+from sealbench.families.arc.family import FAMILY
 from sealbench.families.arc.data import ArcDataError, load_arc_json, load_tasks, mini_task, mini_tasks, seal_tasks
 from sealbench.runner import run
 

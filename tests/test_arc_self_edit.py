@@ -133,7 +133,7 @@ def test_brace_heavy_output_is_bounded():
 
 def test_family_edit_prompt_never_shows_the_test_input():
     from sealbench import registry
-    from sealbench.families.arc import FAMILY
+    from sealbench.families.arc.family import FAMILY
     from sealbench.families.arc.data import mini_task
     from sealbench.families.arc.grids import grid_to_text
 

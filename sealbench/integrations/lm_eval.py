@@ -28,7 +28,7 @@ from lm_eval.api.registry import register_model
 
 from ..config import RunConfig, validate
 from ..engine.models import LoadedModel, load_model, pick_device
-from ..families.squad import FAMILY
+from ..families.squad.family import FAMILY
 from ..families.squad.data import Passage, Question, load_passages
 
 

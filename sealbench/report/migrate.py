@@ -38,9 +38,9 @@ import os
 import sys
 from pathlib import Path
 
+from ..families import TASK_FAMILY, recorded_grader
 from ..stats import timing_rows as stats_timing_rows
-from .results import (TASK_FAMILY, continual_rows, csv_text, eval_set_id, find_run_dirs, jsonl_text,
-                      make_row, run_markdown)
+from .results import continual_rows, csv_text, eval_set_id, find_run_dirs, jsonl_text, make_row, run_markdown
 
 TIMING_NAMES = {"generate_s": "generate_s", "data_s": "data_s", "train_s": "train_s", "merge_s": "merge_s",
                 "answer_s": "answer_s", "predict_s": "answer_s", "grade_s": "grade_s", "total_s": "seconds_per_edit"}
@@ -208,14 +208,14 @@ def legacy_rows(folder: Path) -> list[dict]:
         arc = kind == "seal-rl-arc"
         task = ("seal_arc_mini" if str(cfg.get("tasks", "")).startswith("mini") else "seal_arc_fewshot") if arc \
             else "seal_squad_nocontext"
-        protocol, grader = "rl", "exact-grid" if arc else str(cfg.get("grader") or "match")
+        protocol, configured = "rl", str(cfg.get("grader") or "match")
     else:
         task = str(summary.get("task") or cfg.get("task") or "")
         protocol = str(summary.get("protocol") or cfg.get("protocol") or "single")
-        grader = "exact-grid" if TASK_FAMILY.get(task) == "arc" else \
-            str(summary.get("grader") or cfg.get("grader") or "")
+        configured = str(summary.get("grader") or cfg.get("grader") or "")
     if task not in TASK_FAMILY:
         raise MigrateError(f"unknown task {task!r} (kind {kind!r})")
+    grader = recorded_grader(TASK_FAMILY[task], configured)
     model = manifest.get("model") or {}
     ids = cfg.get("passage_ids") or cfg.get("task_ids") or \
         sorted(next(iter((summary.get("contenders") or {}).values()), {}).get("pass2_by_task") or [])

@@ -27,6 +27,7 @@ import webbrowser
 from collections import Counter
 from pathlib import Path
 
+from ..families import PACKAGES, recorded_grader
 from ..store import COMPLETE, RESULTS, SELF_EDITS, short_results
 from .compare import CSS, html_table, page
 from .results import ANSWER_GRADERS, FIRST, answer_grader, label, order_key, read_run_rows, sort_table, wide
@@ -142,8 +143,10 @@ def _summary(folder: Path, grader: str | None = None) -> str:
     return html_table(sort_table(wide(df, ["contender", "at"], ["metric"], first=FIRST)))
 
 
-def _controls(b: Builder, is_rl: bool) -> tuple[str, dict]:
-    """(counts table + filter bar, counts): per contender (RL: round) answers by verdict."""
+def _controls(b: Builder, is_rl: bool, regradable: bool) -> tuple[str, dict]:
+    """(counts table + filter bar, counts): per contender (RL: round) answers by verdict.
+    `regradable`: the family's answers carry verdicts of several graders (not ARC's fixed grader),
+    so there are disagreements to filter on."""
     by: dict[str, Counter] = {}
     for a in b.answers:
         by.setdefault(a["c"], Counter()).update({"answers": 1, a["v"]: 1, "degenerate": int(a["g"]),
@@ -163,7 +166,7 @@ def _controls(b: Builder, is_rl: bool) -> tuple[str, dict]:
 
     bar = select("c", "round" if is_rl else "contender", [(c, c) for c in names])
     bar += select("v", "verdict", [(v, v.replace("-", " ")) for v in verdicts])
-    if not is_rl and b.grader != "exact-grid":
+    if not is_rl and regradable:
         bar += select("d", "graders", [("*", "any disagreement")] + sorted({d for a in b.answers for d in a["d"]}))
     bar += ('<label><input type="checkbox" id="f-g" data-f="g" value="1"> degenerate outputs only</label>'
             f'<span class="stats"><span id="shown">{len(b.answers)}</span> of {len(b.answers)} shown</span>')
@@ -198,8 +201,9 @@ def build(folder: str | Path, data_dir: str | None = None, grader: str | None = 
         settings = config
     items, note = load_items(settings, data_dir)
     is_rl = str(config.get("kind", "")).startswith("seal-rl")
-    is_arc = "arc" in str(config.get("task") or config.get("kind"))
-    own = "exact-grid" if is_arc else str(config.get("grader") or "match")
+    family = "arc" if "arc" in str(config.get("task") or config.get("kind")) else "squad"  # RL: seal-rl-arc
+    is_arc, fixed = family == "arc", PACKAGES[family].FIXED_GRADER
+    own = recorded_grader(family, str(config.get("grader") or "match"))
     if grader is not None and grader != own and (is_rl or is_arc or config.get("protocol") == "continual"):
         raise ViewError(f"--grader {grader}: this run's answers are graded by {own} only (its rows cannot be "
                         "regraded); leave --grader out")
@@ -215,7 +219,7 @@ def build(folder: str | Path, data_dir: str | None = None, grader: str | None = 
         arc(b, rows, items)
     else:
         knowledge(b, rows, items, _rows(folder / SELF_EDITS))
-    controls, counts = _controls(b, is_rl)
+    controls, counts = _controls(b, is_rl, regradable=fixed is None)
     if b.missing and not note:
         note = (f"{len(b.missing)} item(s) not found in the data dir ({', '.join(b.missing[:3])}"
                 f"{', …' if len(b.missing) > 3 else ''}): shown without their texts; pass --data-dir")

@@ -29,6 +29,7 @@ from ..config import RLConfig
 from ..engine.inner_loop import Engine, format_prompt
 from ..engine.models import load_model
 from ..engine.train import EditJob, train_edits
+from ..families import recorded_grader
 from ..families.base import derive_seed
 from ..report.results import run_markdown
 from ..schema import eval_set_id, make_row
@@ -272,7 +273,7 @@ def _summary_rows(folder, cfg: RLConfig, rid: str, loaded, heldout: list, items:
     manifest = _manifest(folder.path)
     common = dict(run_id=rid, task=cfg.task, protocol="rl", model=loaded.name.split("+")[0],
                   model_fingerprint=manifest["models"]["base"]["fingerprint"],
-                  contender="seal", grader="exact-grid" if cfg.family == "arc" else cfg.grader,
+                  contender="seal", grader=recorded_grader(cfg.family, cfg.grader),
                   device=manifest.get("device_name", ""),
                   seed=cfg.seed, written=now_iso())
     train_set = eval_set_id("rl-train", [f"{i.id}@{i.digest}" for i in items])
