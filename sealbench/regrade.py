@@ -30,7 +30,7 @@ from functools import lru_cache
 from pathlib import Path
 from types import SimpleNamespace
 
-from .grading.answers import answer_words
+from .stats import answer_words
 from .store import COMPLETE, RESULTS, StoreError, read_rows, reader_fix, short_results, write_atomic
 
 GRADING_DIR = Path(__file__).resolve().parent / "grading"

@@ -96,3 +96,10 @@ def timing_rows(samples: dict[str, list]) -> list[dict]:
         out.append({"metric": metric, "value": stat["mean"], "ci_low": stat["ci_low"], "ci_high": stat["ci_high"],
                     "n": stat["n"], "unit": "edits"})
     return out
+
+
+def answer_words(questions: list[dict]) -> list[float]:
+    """Words per cut answer (whitespace-separated), one per question row (`prediction`; None or
+    missing counts as no words): the answer length that tables carry beside accuracy (issue 20).
+    Here, not in grading/: a grader's version hashes its package's code (regrade.py)."""
+    return [float(len(str(q.get("prediction") or "").split())) for q in questions]

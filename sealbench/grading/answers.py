@@ -58,9 +58,3 @@ def answer_region(prediction: str) -> str:
     """The part of a prediction that ``match`` grades: everything before a runaway continuation."""
     m = _CONTINUATION_RE.search(prediction or "")
     return prediction[: m.start()] if m else (prediction or "")
-
-
-def answer_words(questions: list[dict]) -> list[float]:
-    """Words per cut answer (whitespace-separated), one per question row (`prediction`; None or
-    missing counts as no words): the answer length that tables carry beside accuracy (issue 20)."""
-    return [float(len(str(q.get("prediction") or "").split())) for q in questions]

@@ -296,7 +296,7 @@ def _legacy_key_map(folder: Path, data_dir) -> tuple[dict[str, str], str]:
 
 def _answer_word_rows(summary: list[dict], rows: list[dict], pool: list[str], seed: int) -> list[dict]:
     """answer_words rows beside each knowledge accuracy row of the run's grader (same contender, at)."""
-    from ..grading.answers import answer_words
+    from ..stats import answer_words
     from ..stats import mean_ci
 
     ok = [r for r in rows if r.get("status") == "ok" and r.get("questions")]

@@ -11,9 +11,8 @@ from __future__ import annotations
 import math
 from statistics import fmean
 
-from ...grading.answers import answer_words
 from ...schema import continual_rows, make_row
-from ...stats import edit_costs, mean_ci, paired_difference, timing_rows
+from ...stats import answer_words, edit_costs, mean_ci, paired_difference, timing_rows
 
 TIMINGS = ("generate_s", "train_s", "answer_s", "grade_s")
 SEAL_VERSUS = ("self-notes", "teacher-notes", "passage")
