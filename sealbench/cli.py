@@ -115,8 +115,11 @@ def cmd_run(args) -> int:
     from .runner import run
 
     given = settings_from_args(args, RunConfig)
+    if args.preset is not None and not args.all:
+        raise ConfigError(f"--preset {args.preset}: presets are sets of jobs for `sealbench run --all`; add --all "
+                          "to run them, or drop --preset to run the flags given")
     if args.all:
-        jobs = all_jobs(args.preset, given)
+        jobs = all_jobs(args.preset or "default", given)
     else:
         jobs = [validate(RunConfig, given, "sealbench run")]
         _no_arc_flags_on_knowledge(jobs[0], given)
@@ -322,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Unset settings take the protocol's defaults.")
     p.add_argument("--all", action="store_true", help="run every job of --preset (presets/all/*.yaml); other "
                    "flags override every job, ARC-only flags (--edit-format, --ttt-*, ...) its ARC jobs only")
-    p.add_argument("--preset", default="default", help="with --all: smoke | default | paper | path.yaml")
+    p.add_argument("--preset", default=None, help="with --all: smoke | default (the default) | paper | path.yaml")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--dry-run", action="store_true",
                    help="print the plan (units to compute, reused, SEAL RL rounds) and estimated wall time per "

@@ -31,7 +31,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .stats import answer_words
-from .store import COMPLETE, RESULTS, StoreError, read_rows, reader_fix, short_results, write_atomic
+from .store import (COMPLETE, RESULTS, StoreError, read_rows, reader_fix, short_results, summary_format,
+                    write_atomic)
 
 GRADING_DIR = Path(__file__).resolve().parent / "grading"
 # The modules each grader's verdicts depend on (besides the one that defines its class); `match`
@@ -268,6 +269,11 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
         hint = f" (it holds run folders, e.g. {folder / inside[0]}: pass one of them)" if inside else ""
         raise RegradeError(f"{folder} is not a run folder (no config.json or COMPLETE){hint}; pass "
                            "reports/<run-id>, a folder that `sealbench run` finished")
+    if (folder / COMPLETE).is_file():
+        try:
+            summary_format(folder)
+        except ValueError as err:
+            raise RegradeError(str(err)) from None
     if not (folder / COMPLETE).exists():
         raise RegradeError(f"{folder} is not finished (no COMPLETE); finish it with `sealbench run` first "
                            f"(or `sealbench migrate` for an old folder)")

@@ -132,7 +132,8 @@ def reader_fix(path: Path) -> str:
 
 
 def read_rows(path: Path, quarantine: bool = False, keyed: bool = False, fix: str = QUARANTINE_FIX) -> list[dict]:
-    """Rows of a JSONL file. A torn final line is skipped; a corrupt line elsewhere raises
+    """Rows of a JSONL file. A torn final line is skipped (a final line that is a whole JSON object
+    without its newline is a row); a corrupt line elsewhere raises
     StoreError naming the file, the line and `fix`, or (quarantine=True) is moved to `<file>.corrupt`.
     `keyed`: a row that is not an object with a `key` is corrupt too (a run folder's rows)."""
     if not path.exists():
@@ -140,6 +141,9 @@ def read_rows(path: Path, quarantine: bool = False, keyed: bool = False, fix: st
     raw = path.read_bytes()
     lines = raw.split(b"\n")
     torn = lines.pop() if lines else b""  # after the last newline: empty, or a torn write
+    if _whole_row(torn):  # a complete row whose newline is missing (an edit by hand): kept
+        lines.append(torn)
+        torn = b""
     rows, bad = [], []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -297,7 +301,8 @@ FORMAT_LINE = "summary format: "
 def summary_format(folder: Path) -> int:
     """The summary format a finished folder was written in (sealbench/schema.py lists them): the
     `summary format: N` line of its COMPLETE; 1 for a COMPLETE without one (before 2026-12-02),
-    0 for a folder with only an old summary.json (needs `sealbench migrate`). Reads only."""
+    0 for a folder with only an old summary.json (needs `sealbench migrate`). Raises ValueError
+    (one line: the file, the line, the fix) for a line that is not a format this version reads."""
     folder = Path(folder)
     try:
         lines = (folder / COMPLETE).read_text(encoding="utf-8", errors="replace").splitlines()
@@ -305,10 +310,16 @@ def summary_format(folder: Path) -> int:
         return 0 if (folder / "summary.json").exists() else SUMMARY_FORMAT
     for line in lines:
         if line.startswith(FORMAT_LINE):
-            try:
-                return int(line[len(FORMAT_LINE):])
-            except ValueError:
-                return -1  # unreadable: the reader names the line
+            value = line[len(FORMAT_LINE):].strip()
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError(f"{folder / COMPLETE}: {line!r} is not a summary format (a whole number >= 1); "
+                                 f"write `{FORMAT_LINE}{SUMMARY_FORMAT}` there if the folder's files are this "
+                                 "version's, or re-run the run's command")
+            if int(value) > SUMMARY_FORMAT:
+                raise ValueError(f"{folder / COMPLETE}: summary format {value} is not one this sealbench reads "
+                                 f"(up to {SUMMARY_FORMAT}); read it with the sealbench version that wrote it "
+                                 "(its manifest.json's versions), or re-run the run's command")
+            return int(value)
     return 1
 
 
@@ -347,8 +358,20 @@ def short_results(folder: Path) -> str | None:
             "(missing units are reused from other runs or recomputed)")
 
 
+def _whole_row(tail: bytes) -> bool:
+    """Whether bytes after a file's last newline are a whole JSON object (a row missing only its
+    newline), not a torn write."""
+    if not tail.strip():
+        return False
+    try:
+        return isinstance(json.loads(tail.decode("utf-8")), dict)
+    except (UnicodeDecodeError, ValueError):
+        return False
+
+
 def _cut_torn_tail(path: Path) -> int:
-    """Cut a torn last line (bytes after the last newline) off `path`; its size after. 0 if absent."""
+    """Cut a torn last line (bytes after the last newline) off `path`; its size after. 0 if absent.
+    A last line that is a whole row missing its newline gets the newline instead (never a lost unit)."""
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -360,7 +383,13 @@ def _cut_torn_tail(path: Path) -> int:
         if f.read(1) == b"\n":
             return size
         f.seek(0)
-        keep = f.read().rfind(b"\n") + 1
+        data = f.read()
+        keep = data.rfind(b"\n") + 1
+        if _whole_row(data[keep:]):
+            f.write(b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+            return size + 1
         f.truncate(keep)
         f.flush()
         os.fsync(f.fileno())

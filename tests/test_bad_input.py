@@ -863,3 +863,26 @@ def test_the_first_dry_run_says_it_calibrates_before_it_does(env, ckpt, capsys, 
     assert len(seen) == 1 and "calibrating the cost model first" in seen[0] and "20-60 s" in seen[0], seen
     assert main(tiny_run(env, ckpt, "--dry-run")) == 0  # recorded: no calibration, no line
     assert len(seen) == 1 and "calibrating" not in capsys.readouterr().err
+
+
+def test_a_whole_last_row_without_its_newline_is_kept_and_a_torn_one_cut(tmp_path):
+    """A finished unit's row whose newline is missing (an edit by hand) is a row: read, counted, and
+    given its newline when the folder is opened again, never cut as a torn write."""
+    from sealbench.store import _cut_torn_tail, read_rows
+
+    path = tmp_path / "results.jsonl"
+    path.write_text('{"key": "a", "v": 1}\n{"key": "b", "v": 2}')
+    assert [r["key"] for r in read_rows(path, keyed=True)] == ["a", "b"]
+    _cut_torn_tail(path)
+    assert path.read_text() == '{"key": "a", "v": 1}\n{"key": "b", "v": 2}\n'
+    path.write_text('{"key": "a", "v": 1}\n{"key": "b", "v"')  # a torn write: skipped, then cut
+    assert [r["key"] for r in read_rows(path, keyed=True)] == ["a"]
+    _cut_torn_tail(path)
+    assert path.read_text() == '{"key": "a", "v": 1}\n'
+
+
+@pytest.mark.parametrize("preset", ["smoke", "nosuch"])
+def test_a_preset_without_all_is_refused(tmp_path, capsys, preset):
+    rc = main(["run", "--preset", preset, "--reports-dir", str(tmp_path / "r")])
+    one_error(capsys, rc, f"--preset {preset}: presets are sets of jobs for `sealbench run --all`")
+    assert not (tmp_path / "r").exists()

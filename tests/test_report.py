@@ -184,6 +184,14 @@ def test_a_finished_folder_records_its_summary_format_and_a_newer_one_is_refused
     (folder.path / "COMPLETE").write_text("2026-12-02T00:00:00+00:00\nsummary format: 7\n")
     with pytest.raises(ValueError, match="summary format 7 is not one this sealbench reads"):
         read_run_rows(folder.path)
+    from sealbench.cli import main
+
+    assert main(["grade", str(folder.path), "--grader", "em"]) == 2  # grade refuses it too, writing nothing
+    assert "summary format: 7" in (folder.path / "COMPLETE").read_text()
+    for bad in ("x", "0", "-2"):
+        (folder.path / "COMPLETE").write_text(f"2026-12-02T00:00:00+00:00\nsummary format: {bad}\n")
+        with pytest.raises(ValueError, match=f"'summary format: {bad}' is not a summary format"):
+            read_run_rows(folder.path)
     (folder.path / "COMPLETE").write_text("2026-11-30T00:00:00+00:00\n")  # before the format line: 1
     assert summary_format(folder.path) == 1 and len(read_run_rows(folder.path)) == len(run_a())
 

@@ -49,14 +49,10 @@ def parse_at(at: str) -> dict[str, str]:
 def read_run_rows(folder: Path) -> pd.DataFrame:
     """A run folder's rows from summary.jsonl (a torn last line is ignored), else summary.csv.
     Raises ValueError naming the file and line when a complete line is not JSON."""
-    from ..store import COMPLETE, summary_format
+    from ..store import summary_format
 
     folder, rows = Path(folder), []
-    version = summary_format(folder)
-    if version > SUMMARY_FORMAT or version < 0:
-        raise ValueError(f"{folder / COMPLETE}: summary format {version if version > 0 else 'unreadable'} is not "
-                         f"one this sealbench reads (up to {SUMMARY_FORMAT}); read it with the sealbench "
-                         "version that wrote it (its manifest.json's versions), or re-run the run's command")
+    summary_format(folder)  # raises for a format this version does not read
     if (folder / "summary.jsonl").exists():
         try:
             lines = (folder / "summary.jsonl").read_text(encoding="utf-8").split("\n")
