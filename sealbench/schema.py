@@ -142,7 +142,8 @@ def make_row(**fields) -> dict:
         message = first["msg"].removeprefix("Value error, ")
         if field is None:  # a rule across fields: its message names them
             raise ValueError(f"make_row: {message}") from None
-        raise ValueError(f"make_row: field {field!r} {message} (got {fields.get(field)!r})") from None
+        got = "" if "got " in message else f" (got {fields.get(field)!r})"
+        raise ValueError(f"make_row: field {field!r} {message}{got}") from None
 
 
 def eval_set_id(name: str, item_ids: list[str]) -> str:

@@ -196,6 +196,26 @@ def test_a_finished_folder_records_its_summary_format_and_a_newer_one_is_refused
     assert summary_format(folder.path) == 1 and len(read_run_rows(folder.path)) == len(run_a())
 
 
+@pytest.mark.parametrize("line, what", [
+    ('{"run_id": "r", "n": "six"}', "not a result row"), ("5", "a JSON int, not a row object"),
+    ('{"run_id": "r"', "not JSON")])
+def test_a_summary_line_that_is_not_a_row_is_named_with_its_fix(tmp_path, line, what):
+    """summary.jsonl is written whole, so any line that is not a valid row (the last one too, with
+    or without its newline) is reported: file, line, what is wrong, the fix; no number is dropped."""
+    rows = run_a()
+    for tail in ("\n", ""):
+        folder = write_run(tmp_path / f"run{len(tail)}", rows)
+        text = (folder / "summary.jsonl").read_text()
+        (folder / "summary.jsonl").write_text(text + line + tail)
+        with pytest.raises(ValueError, match=rf"summary.jsonl:{len(rows) + 1}: .*{what}.*re-run"):
+            read_run_rows(folder)
+    bad = {**json.loads(jsonl_text(rows[:1])), "n": "six"}
+    folder = write_run(tmp_path / "typed", rows)
+    (folder / "summary.jsonl").write_text(json.dumps(bad) + "\n" + jsonl_text(rows[1:]))
+    with pytest.raises(ValueError, match=r"summary.jsonl:1: not a result row \(field 'n' must be an int, got 'six'\)"):
+        read_run_rows(folder)
+
+
 def test_csv_and_jsonl_round_trip(tmp_path):
     rows = run_a() + continual_rows(dict(run_id="c", task="seal_squad_nocontext", protocol="continual", model="m",
                                          contender="passage", grader="match", eval_set=E1), [[0.1], [0.2]], None, 3)

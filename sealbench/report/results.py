@@ -12,6 +12,7 @@ module finds and reads run folders and shapes the rows for display.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -47,26 +48,34 @@ def parse_at(at: str) -> dict[str, str]:
 
 
 def read_run_rows(folder: Path) -> pd.DataFrame:
-    """A run folder's rows from summary.jsonl (a torn last line is ignored), else summary.csv.
-    Raises ValueError naming the file and line when a complete line is not JSON."""
-    from ..store import summary_format
+    """A run folder's rows from summary.jsonl, else summary.csv. Every summary.jsonl line is
+    checked against the row schema (schema.ResultRow; null stands for NaN). summary.jsonl is
+    written whole (atomically), so a line that is not a valid row, the last one included, raises
+    ValueError naming the file, the line, what is wrong and the fix."""
+    from ..store import reader_fix, summary_format
 
     folder, rows = Path(folder), []
     summary_format(folder)  # raises for a format this version does not read
-    if (folder / "summary.jsonl").exists():
+    path = folder / "summary.jsonl"
+    if path.exists():
         try:
-            lines = (folder / "summary.jsonl").read_text(encoding="utf-8").split("\n")
+            lines = path.read_text(encoding="utf-8").split("\n")
         except UnicodeDecodeError as err:
-            raise ValueError(f"{folder / 'summary.jsonl'} is not UTF-8 (byte {err.start}); delete it and COMPLETE "
+            raise ValueError(f"{path} is not UTF-8 (byte {err.start}); delete it and COMPLETE "
                              "and re-run the run's command to rebuild it from results.jsonl") from None
-        for i, line in enumerate(lines[:-1], 1):
+        for i, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
             try:
-                rows += [json.loads(line)] if line.strip() else []
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError(f"a JSON {type(row).__name__}, not a row object")
+                rows.append(make_row(**{k: math.nan if v is None and k in FLOATS else v for k, v in row.items()}))
             except json.JSONDecodeError as err:
-                from ..store import reader_fix
-
-                raise ValueError(f"{folder / 'summary.jsonl'}:{i}: not JSON ({err.msg}); "
-                                 f"{reader_fix(folder / 'summary.jsonl')}") from None
+                raise ValueError(f"{path}:{i}: not JSON ({err.msg}); {reader_fix(path)}") from None
+            except ValueError as err:
+                raise ValueError(f"{path}:{i}: not a result row ({str(err).removeprefix('make_row: ')}); "
+                                 f"{reader_fix(path)}") from None
         return rows_to_frame(rows)
     if (folder / "summary.csv").exists():
         try:
