@@ -351,6 +351,8 @@ def grade_run(folder: Path, grader_name: str, say=print) -> str:
         ok = list({r.get("key"): r for r in new_rows}.values())
         first = next((s for s in summary if s.get("contender")), None)
         if first is None:
+            if not (folder / "summary.jsonl").exists():
+                raise RegradeError(f"{folder}/summary.jsonl is missing; {reader_fix(folder / 'summary.jsonl')}")
             raise RegradeError(f"{folder}/summary.jsonl is empty; run `sealbench migrate {folder.parent}` first")
         common = {k: first[k] for k in ("run_id", "task", "protocol", "model", "model_fingerprint", "eval_set",
                                         "device", "seed", "written")}

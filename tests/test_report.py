@@ -216,6 +216,14 @@ def test_a_summary_line_that_is_not_a_row_is_named_with_its_fix(tmp_path, line, 
         read_run_rows(folder)
 
 
+def test_a_finished_folder_without_its_table_is_named_not_skipped(tmp_path):
+    folder = write_run(tmp_path / "run", run_a())
+    (folder / "summary.jsonl").unlink()
+    (folder / "summary.csv").unlink()
+    with pytest.raises(ValueError, match="is finished .COMPLETE. but has neither summary.jsonl nor summary.csv; re-run"):
+        read_run_rows(folder)
+
+
 def test_csv_and_jsonl_round_trip(tmp_path):
     rows = run_a() + continual_rows(dict(run_id="c", task="seal_squad_nocontext", protocol="continual", model="m",
                                          contender="passage", grader="match", eval_set=E1), [[0.1], [0.2]], None, 3)

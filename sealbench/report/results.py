@@ -83,6 +83,9 @@ def read_run_rows(folder: Path) -> pd.DataFrame:
         except (UnicodeDecodeError, pd.errors.ParserError) as err:
             raise ValueError(f"{folder / 'summary.csv'} cannot be read ({str(err).splitlines()[0][:120]}); "
                              "delete the folder or re-run it") from None
+    if (folder / "COMPLETE").is_file():  # finished, but its table is gone: say so, not "no runs"
+        raise ValueError(f"{folder} is finished (COMPLETE) but has neither summary.jsonl nor summary.csv; "
+                         f"{reader_fix(path)}")
     return rows_to_frame([])
 
 
