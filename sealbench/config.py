@@ -450,11 +450,14 @@ def one_line(err: ValidationError, where: str, model: type[BaseModel] | None = N
         if e["type"] == "extra_forbidden":
             msg = "unknown setting (check the spelling; `sealbench run --help` lists them)"
         extra = []
-        if flags and all(isinstance(x, str) for x in e["loc"]) and e["loc"]:
-            own = _field(model, e["loc"][:1]) if len(e["loc"]) == 1 else None
+        if flags and e["loc"] and isinstance(e["loc"][0], str):
+            names = [x for x in e["loc"] if isinstance(x, str)]  # an item of a list: its list's flag
+            own = _field(model, e["loc"][:1]) if len(names) == 1 else None
             flag = ((own.json_schema_extra or {}) if own is not None and isinstance(own.json_schema_extra, dict)
                     else {}).get("flag")
-            extra.append("flag " + (flag or "--" + "-".join(e["loc"]).replace("_", "-")))
+            extra.append("flag " + (flag or "--" + "-".join(names).replace("_", "-")))
+            if len(names) < len(e["loc"]) and own is not None and own.description:
+                extra.append(f"expects {own.description}")
         bounds = _bounds(model, e["loc"]) if model is not None and e["type"] in BOUND_ERRORS else ""
         if bounds:
             extra.append(f"allowed: {bounds}")
