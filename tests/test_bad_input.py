@@ -738,8 +738,13 @@ def test_a_second_ctrl_c_exits_130_without_a_traceback(tmp_path):
         "        time.sleep(10)\n"
         "cli.cmd_list = slow\n"
         "sys.exit(cli.main(['list']))\n")
+    import signal
+
+    # As from a terminal: a job a non-interactive shell starts in the background (a CI script's
+    # `cmd &`) inherits SIGINT ignored, and Python then installs no Ctrl-C handler at all.
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
-                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.returncode == 130, proc
     assert "Traceback" not in proc.stderr and "sealbench: interrupted again" in proc.stderr, proc.stderr
 
